@@ -1,0 +1,178 @@
+"""The command line: ``ecomm-cdc run|bench|...``.
+
+Exit codes: 0 success; 1 a runtime failure (the target failed, a stage
+crashed, the drain was abandoned); 2 bad configuration or usage. Every
+failure is one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from . import logs
+from .checkpoint import StreamMismatch
+from .config import TARGETS, Config, ConfigError, load
+from .sinks.base import SinkError, TargetConfigError
+
+EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n")
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of ``run`` (and ``bench``). Each has a ``CDC_<NAME>`` variable; the flag wins."""
+    a = p.add_argument
+    a("--target", choices=TARGETS, help="where to apply the stream [CDC_TARGET]")
+    a("--events", help="stop after this many events of the stream [CDC_EVENTS]")
+    a("--duration", help="stop after this many seconds [CDC_DURATION]")
+    a("--rate", help="events per second, 0 = as fast as possible [CDC_RATE]")
+    a("--seed", help="stream seed [CDC_SEED]")
+    a("--start", help="simulated clock start, e.g. 2026-01-01T00:00:00 (UTC) [CDC_START]")
+    a("--workers", help="consumer coroutines (default 4) [CDC_WORKERS]")
+    a("--batch-size", help="events per batch at most (default 5000) [CDC_BATCH_SIZE]")
+    a("--flush-interval", help="seconds before a partial batch is applied (default 1.0) [CDC_FLUSH_INTERVAL]")
+    a("--queue-size", help="events queued before the producer waits (default 10000) [CDC_QUEUE_SIZE]")
+    a("--duckdb-path", help="the embedded default's file (default data/ecomm.duckdb) [CDC_DUCKDB_PATH]")
+    a("--shard", help="this replica's shard, part of every order id (default 0) [CDC_SHARD]")
+    a("--reset", action="store_true", default=None, help="drop the stream the target holds and start this one")
+    a("--http-port", help="health and metrics port, 0 = off (default 8080) [CDC_HTTP_PORT]")
+    a("--log-format", help="auto, json or console [CDC_LOG_FORMAT]")
+    a("--log-level", help="debug, info, warning or error [CDC_LOG_LEVEL]")
+    a("--progress", action=argparse.BooleanOptionalAction, default=None,
+      help="progress bar (default: on for a bounded run in a terminal)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ecomm-cdc", description="Stream e-commerce order changes into Snowflake.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="generate the stream and apply it to the target")
+    _add_run_flags(run)
+    bench = sub.add_parser("bench", help="measure throughput and memory (prints figures)")
+    bench.add_argument("--events", type=int, default=1_000_000)
+    bench.add_argument("--seed-way-events", type=int, default=2_000,
+                       help="events for the seed's way (a statement and commit per event)")
+    bench.add_argument("--rss-events", type=int, default=3_000_000,
+                       help="events of the long run that checks RSS stays flat (0 = skip)")
+    bench.add_argument("--workdir", default=None, help="folder for the benchmark's DuckDB files")
+    return parser
+
+
+def _flags(ns: argparse.Namespace) -> dict[str, Any]:
+    skip = {"command"}
+    return {k: v for k, v in vars(ns).items() if k not in skip and v is not None}
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"ecomm-cdc: error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def _run(config: Config) -> int:
+    from .runner import ForcedExit, Service
+
+    s = config.settings
+    logs.configure(s.log_format, s.log_level)
+    log = logs.get("service")
+    service = Service(config)
+    progress = _progress_hook(config)
+
+    async def main() -> int:
+        try:
+            if progress is not None:
+                service._on_start = progress
+            await service.run()
+            return EXIT_OK
+        finally:
+            if progress is not None:
+                progress(None)
+
+    try:
+        return _uvloop_run(main)
+    except (ConfigError, TargetConfigError) as exc:
+        return _fail(EXIT_CONFIG, str(exc))
+    except StreamMismatch as exc:
+        return _fail(EXIT_CONFIG, str(exc))
+    except ForcedExit:
+        log.error("service.exit", code=EXIT_RUNTIME, reason="drain abandoned",
+                  applied=service.stats.applied_total)
+        sys.stdout.flush()
+        os._exit(EXIT_RUNTIME)  # worker threads may still sit in a driver call
+    except SinkError as exc:
+        log.error("service.failed", error=str(exc), target=service.sink.name)
+        return EXIT_RUNTIME
+    except Exception as exc:
+        log.error("service.crashed", error=f"{type(exc).__name__}: {exc}", target=service.sink.name)
+        return EXIT_RUNTIME
+
+
+def _uvloop_run(main: Callable[[], Any]) -> int:
+    import uvloop
+
+    return int(uvloop.run(main()))
+
+
+def _progress_hook(config: Config) -> Callable[[Any], None] | None:
+    """A progress bar for a bounded run in a terminal."""
+    s = config.settings
+    show = s.progress if s.progress is not None else (s.events is not None and sys.stderr.isatty())
+    if not show or s.events is None:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("applying"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(), transient=True, console=None,
+    )
+    total = s.events
+    task_ref: dict[str, Any] = {}
+
+    def hook(service: Any) -> None:
+        if service is None:
+            if "updater" in task_ref:
+                task_ref["updater"].cancel()
+            bar.stop()
+            return
+
+        async def update() -> None:
+            task = bar.add_task("run", total=total, rate="")
+            bar.start()
+            while True:
+                st = service.stats
+                done = st.applied_total + st.skipped
+                rate = st.applied_total / max(st.elapsed(), 1e-9)
+                bar.update(task, completed=done, rate=f"{rate:,.0f} ev/s")
+                await asyncio.sleep(0.2)
+
+        task_ref["updater"] = asyncio.ensure_future(update())
+
+    return hook
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if ns.command == "bench":
+        from .bench import main as bench_main
+
+        return bench_main(ns)
+    try:
+        config = load(_flags(ns))
+    except ConfigError as exc:
+        return _fail(EXIT_CONFIG, str(exc))
+    if ns.command == "run":
+        return _run(config)
+    parser.error(f"unknown command {ns.command!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""One frozen settings object, from flags and ``CDC_*`` / ``SNOWFLAKE_*`` variables.
+
+A flag wins over its variable. Every field is validated here, once; a bad
+value becomes a :class:`ConfigError` naming the flag or variable it came from,
+which the command line prints as one line and exit code 2. Secrets are
+``SecretStr``: they never show in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+Target = Literal["duckdb", "snowflake", "emulator", "null"]
+TARGETS: tuple[str, ...] = ("duckdb", "snowflake", "emulator", "null")
+
+#: An unquoted Snowflake identifier (what we accept for names from configuration).
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$")
+SHARD = re.compile(r"^[A-Za-z0-9_]{1,16}$")
+
+
+class ConfigError(Exception):
+    """A setting is invalid. ``setting`` is the flag or variable to blame."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+        self.message = message
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+class Settings(BaseModel):
+    """Everything ``ecomm-cdc`` reads. Field names are the flag names (``--batch-size``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    target: Target | None = Field(
+        None, description="duckdb, snowflake, emulator or null; default: snowflake when "
+        "Snowflake credentials are configured, else duckdb"
+    )
+    events: int | None = Field(None, ge=1, description="stop after this many events of the stream")
+    duration: float | None = Field(None, gt=0, description="stop after this many seconds")
+    rate: float = Field(0.0, ge=0, description="events per second; 0 = as fast as possible")
+    seed: int | None = Field(None, ge=0, description="stream seed (default 42, or the stored stream's)")
+    start: dt.datetime | None = Field(
+        None, description="simulated clock start, ISO 8601, UTC when naive (default: now, "
+        "or the stored stream's)"
+    )
+    workers: int = Field(4, ge=1, le=256, description="consumer coroutines")
+    batch_size: int = Field(5000, ge=1, le=1_000_000, description="events per batch at most")
+    flush_interval: float = Field(1.0, gt=0, le=3600, description="seconds before a partial batch is applied")
+    queue_size: int = Field(10_000, ge=1, le=10_000_000, description="events the queue holds before the producer waits")
+    duckdb_path: Path = Field(Path("data/ecomm.duckdb"), description="the embedded default's file")
+    shard: str = Field("0", description="this replica's shard: order ids are ORD-<shard>-<n>")
+    partitions: int = Field(64, ge=1, le=4096, description="partitions of the stream (part of its identity)")
+    reset: bool = Field(False, description="drop the stream the target holds and start this one")
+    log_format: Literal["auto", "json", "console"] = Field("auto", description="auto: JSON unless stdout is a terminal")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    progress: bool | None = Field(None, description="progress bar (default: on for a bounded run in a terminal)")
+    http_port: int = Field(8080, ge=0, le=65535, description="health and metrics port; 0 = off")
+    http_host: str = Field("0.0.0.0", description="address the HTTP server binds")  # noqa: S104
+    shutdown_timeout: float = Field(25.0, ge=0, le=3600, description="seconds to drain on SIGTERM before forcing exit")
+    refresh_interval: float = Field(120.0, gt=0, description="seconds between local refreshes of the warehouse layers")
+    emulator_path: Path | None = Field(None, description="emulator target: keep its database in this folder")
+
+    @field_validator("start")
+    @classmethod
+    def _start_utc(cls, v: dt.datetime | None) -> dt.datetime | None:
+        return None if v is None else _utc(v)
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, v: str) -> str:
+        if not SHARD.match(v):
+            raise ValueError("must be 1-16 letters, digits or underscores")
+        return v
+
+
+class SnowflakeSettings(BaseModel):
+    """The connector's usual variables (``SNOWFLAKE_*``)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    account: str | None = None
+    user: str | None = None
+    password: SecretStr | None = None
+    private_key_file: Path | None = None
+    private_key_file_pwd: SecretStr | None = None
+    authenticator: str | None = None
+    role: str | None = None
+    warehouse: str | None = "COMPUTE_WH"
+    database: str = "ECOMM"
+    schema_: str = Field("PUBLIC", alias="SNOWFLAKE_SCHEMA")
+    host: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    protocol: Literal["https", "http"] | None = None
+    login_timeout: float = Field(60.0, gt=0, le=3600)
+    network_timeout: float = Field(120.0, gt=0, le=3600)
+
+    @field_validator("role", "warehouse", "database", "schema_")
+    @classmethod
+    def _identifier(cls, v: str | None) -> str | None:
+        if v is not None and not IDENTIFIER.match(v):
+            raise ValueError(f"{v!r} is not a valid Snowflake identifier")
+        return v
+
+    @property
+    def configured(self) -> bool:
+        """Credentials enough to try a sign-in."""
+        return bool(self.account and self.user)
+
+
+class Config(BaseModel):
+    """What a command runs with: the service settings and the Snowflake ones."""
+
+    model_config = ConfigDict(frozen=True)
+
+    settings: Settings
+    snowflake: SnowflakeSettings
+    #: Fields given explicitly (by flag or variable): a stored stream's values
+    #: fill in the identity fields that were not.
+    explicit: frozenset[str]
+
+    @property
+    def target(self) -> str:
+        if self.settings.target is not None:
+            return self.settings.target
+        return "snowflake" if self.snowflake.configured else "duckdb"
+
+
+def _setting_name(field: str, flags: Mapping[str, Any], prefix: str) -> str:
+    if field in flags:
+        return "--" + field.replace("_", "-")
+    return prefix + field.rstrip("_").upper()
+
+
+def _first_error(exc: ValidationError, flags: Mapping[str, Any], prefix: str) -> ConfigError:
+    err = exc.errors()[0]
+    field = str(err["loc"][0]) if err["loc"] else "?"
+    if field == "SNOWFLAKE_SCHEMA":
+        field = "schema_"
+    name = _setting_name(field, flags, prefix)
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    given = err.get("input")
+    if isinstance(given, str | int | float) and not isinstance(given, bool):
+        return ConfigError(name, f"{msg} (got {given!r})")
+    return ConfigError(name, msg)
+
+
+def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Build the configuration; flags (already parsed, ``None`` = not given) win over variables.
+
+    ``env`` replaces ``os.environ`` (tests pass settings in rather than patching it).
+    """
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    environ = dict(os.environ if env is None else env)
+    cdc = {
+        k[4:].lower(): v for k, v in environ.items() if k.upper().startswith("CDC_") and v != ""
+    }
+    known = set(Settings.model_fields)
+    for key in cdc:
+        if key not in known:
+            raise ConfigError("CDC_" + key.upper(), "unknown setting")
+    values = {**cdc, **given}
+    try:
+        settings = Settings.model_validate(values)
+    except ValidationError as exc:
+        raise _first_error(exc, given, "CDC_") from None
+    sf_env = {
+        k[10:].lower(): v
+        for k, v in environ.items()
+        if k.upper().startswith("SNOWFLAKE_") and v != ""
+    }
+    if "schema" in sf_env:
+        sf_env["SNOWFLAKE_SCHEMA"] = sf_env.pop("schema")
+    try:
+        snowflake = SnowflakeSettings.model_validate(sf_env)
+    except ValidationError as exc:
+        raise _first_error(exc, {}, "SNOWFLAKE_") from None
+    return Config(settings=settings, snowflake=snowflake, explicit=frozenset(values))

@@ -1,0 +1,25 @@
+"""Targets the batches are applied to. Every sink implements :class:`base.Sink`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from .base import Sink
+
+
+def make_sink(config: Config) -> Sink:
+    """The sink for the configured target (imports only what that target needs)."""
+    target, s = config.target, config.settings
+    if target == "duckdb":
+        from .duckdb import DuckDBSink
+
+        return DuckDBSink(s.duckdb_path, s.shard)
+    if target == "null":
+        from .null import NullSink
+
+        return NullSink(s.shard)
+    from .base import SinkError
+
+    raise SinkError(f"target {target!r} is not available in this build")

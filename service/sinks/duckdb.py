@@ -1,0 +1,194 @@
+"""The embedded default: a DuckDB file, written through Arrow (bulk paths only).
+
+Each batch is one transaction on the worker's own cursor: the inserts as one
+Arrow table, the updates as one ``UPDATE ... FROM`` join, the deletes as one
+``DELETE ... IN (SELECT ...)``, and the checkpoints as one upsert. Tables come
+from ``sql/``, translated from Snowflake's dialect.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from .. import sqlfiles
+from ..events import Batch, Event
+from .base import SinkError, StoredStream, TargetConfigError
+
+_AMOUNT = pa.decimal128(12, 2)
+_SCHEMA = pa.schema(
+    [
+        ("order_id", pa.string()),
+        ("customer_id", pa.string()),
+        ("order_date", pa.timestamp("s")),
+        ("status", pa.string()),
+        ("amount", _AMOUNT),
+        ("product_id", pa.string()),
+        ("quantity", pa.int32()),
+    ]
+)
+_UPDATE = """
+UPDATE raw_orders SET
+    customer_id = u.customer_id, order_date = u.order_date, status = u.status,
+    amount = u.amount, product_id = u.product_id, quantity = u.quantity
+FROM cdc_updates AS u
+WHERE raw_orders.order_id = u.order_id
+"""
+_CHECKPOINT = """
+INSERT INTO cdc_checkpoints (shard, partition_id, last_seq, updated_at)
+SELECT shard, partition_id, last_seq, updated_at FROM cdc_ckpt
+ON CONFLICT (shard, partition_id) DO UPDATE
+SET last_seq = excluded.last_seq, updated_at = excluded.updated_at
+"""
+
+
+def cents_to_decimal(cents: Sequence[int]) -> pa.Array:
+    """Integer cents as a decimal(12, 2) array, without a Python Decimal per value.
+
+    A decimal128 value is its unscaled integer in 16 little-endian bytes, so
+    cents are the low word and the sign extension the high word.
+    """
+    low = np.asarray(cents, dtype=np.int64)
+    words = np.empty((len(low), 2), dtype=np.int64)
+    words[:, 0] = low
+    words[:, 1] = low >> 63
+    return pa.Array.from_buffers(_AMOUNT, len(low), [None, pa.py_buffer(words)])
+
+
+def rows_table(events: Sequence[Event]) -> pa.Table:
+    """The after-images of ``events`` as an Arrow table shaped like ``raw_orders``."""
+    cols = list(zip(*events, strict=True)) if events else [()] * 9
+    return pa.Table.from_arrays(
+        [
+            pa.array(cols[2], pa.string()),
+            pa.array(cols[3], pa.string()),
+            pa.array(cols[4], pa.timestamp("s")),
+            pa.array(cols[5], pa.string()),
+            cents_to_decimal(cols[6]),
+            pa.array(cols[7], pa.string()),
+            pa.array(cols[8], pa.int32()),
+        ],
+        schema=_SCHEMA,
+    )
+
+
+class DuckDBWriter:
+    def __init__(self, con: duckdb.DuckDBPyConnection, shard: str) -> None:
+        self._con = con
+        self._shard = shard
+
+    def apply(self, batch: Batch) -> None:
+        con = self._con
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        ckpt = pa.table(
+            {
+                "shard": pa.array([self._shard] * len(batch.checkpoints), pa.string()),
+                "partition_id": pa.array(list(batch.checkpoints), pa.int32()),
+                "last_seq": pa.array(list(batch.checkpoints.values()), pa.int64()),
+                "updated_at": pa.array([now] * len(batch.checkpoints), pa.timestamp("us")),
+            }
+        )
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if batch.inserts:
+                con.register("cdc_inserts", rows_table(batch.inserts))
+                con.execute("INSERT INTO raw_orders SELECT * FROM cdc_inserts")
+                con.unregister("cdc_inserts")
+            if batch.updates:
+                con.register("cdc_updates", rows_table(batch.updates))
+                con.execute(_UPDATE)
+                con.unregister("cdc_updates")
+            if batch.deletes:
+                con.register("cdc_deletes", pa.table({"order_id": pa.array(batch.deletes, pa.string())}))
+                con.execute("DELETE FROM raw_orders WHERE order_id IN (SELECT order_id FROM cdc_deletes)")
+                con.unregister("cdc_deletes")
+            con.register("cdc_ckpt", ckpt)
+            con.execute(_CHECKPOINT)
+            con.unregister("cdc_ckpt")
+            con.execute("COMMIT")
+        except BaseException:
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass  # the transaction is already gone; the error below says why
+            raise
+
+    def close(self) -> None:
+        self._con.close()
+
+
+class DuckDBSink:
+    """A DuckDB file. One process at a time (DuckDB locks the file)."""
+
+    name = "duckdb"
+
+    def __init__(self, path: Path, shard: str = "0", setting: str = "CDC_DUCKDB_PATH") -> None:
+        self.path = path
+        self.shard = shard
+        self._setting = setting
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        path = self.path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TargetConfigError(self._setting, f"cannot create {path.parent}: {exc.strerror}") from None
+        if path.is_dir():
+            raise TargetConfigError(self._setting, f"{path} is a directory, not a database file")
+        try:
+            self._con = duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "lock" in text.lower():
+                raise SinkError(f"{path} is in use by another process ({text.splitlines()[0]})") from None
+            raise TargetConfigError(self._setting, f"cannot open {path}: {text.splitlines()[0]}") from None
+        except duckdb.Error as exc:
+            raise TargetConfigError(self._setting, f"cannot open {path}: {str(exc).splitlines()[0]}") from None
+        self._con.execute("SET TimeZone = 'UTC'")
+        for stmt in sqlfiles.statements("00", {}, dialect="duckdb"):
+            self._con.execute(stmt)
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            raise SinkError("the DuckDB sink is not open")
+        return self._con
+
+    def load_stream(self) -> StoredStream:
+        shard = self.shard
+        row = self.con.execute("SELECT identity FROM cdc_streams WHERE shard = ?", [shard]).fetchone()
+        ckpts = self.con.execute(
+            "SELECT partition_id, last_seq FROM cdc_checkpoints WHERE shard = ?", [shard]
+        ).fetchall()
+        return StoredStream(row[0] if row else None, {int(p): int(s) for p, s in ckpts})
+
+    def save_stream(self, identity: str, reset: bool) -> None:
+        con, shard = self.con, self.shard
+        con.execute("BEGIN TRANSACTION")
+        if reset:
+            con.execute("DELETE FROM raw_orders WHERE starts_with(order_id, ?)", [f"ORD-{shard}-"])
+            con.execute("DELETE FROM cdc_checkpoints WHERE shard = ?", [shard])
+            con.execute("DELETE FROM cdc_streams WHERE shard = ?", [shard])
+        con.execute(
+            "INSERT INTO cdc_streams (shard, identity, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            [shard, identity, dt.datetime.now(dt.UTC).replace(tzinfo=None)],
+        )
+        con.execute("COMMIT")
+
+    def writer(self, worker: int) -> DuckDBWriter:
+        # A cursor is a connection of its own to the same database: one per worker thread.
+        with self._lock:
+            return DuckDBWriter(self.con.cursor(), self.shard)
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None

@@ -1,0 +1,36 @@
+"""``--target null``: applies nothing, to measure the pipeline itself."""
+
+from __future__ import annotations
+
+from ..events import Batch
+from .base import StoredStream
+
+
+class NullWriter:
+    def apply(self, batch: Batch) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class NullSink:
+    name = "null"
+
+    def __init__(self, shard: str = "0") -> None:
+        self.shard = shard
+
+    def open(self) -> None:
+        pass
+
+    def load_stream(self) -> StoredStream:
+        return StoredStream(None, {})
+
+    def save_stream(self, identity: str, reset: bool) -> None:
+        pass
+
+    def writer(self, worker: int) -> NullWriter:
+        return NullWriter()
+
+    def close(self) -> None:
+        pass

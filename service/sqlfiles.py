@@ -1,0 +1,50 @@
+"""The SQL in ``sql/``: Snowflake's dialect is the source; local targets get a translation.
+
+Files are applied in name order. ``{{warehouse}}``-style placeholders are
+filled with names validated as identifiers before anything is parsed.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+
+import sqlglot
+from sqlglot import exp
+
+_PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+
+
+@cache
+def files() -> tuple[tuple[str, str], ...]:
+    """(name, text) of every ``.sql`` file, in name order."""
+    root = resources.files("service.sql")
+    found = [(p.name, p.read_text()) for p in root.iterdir() if p.name.endswith(".sql")]
+    return tuple(sorted(found))
+
+
+def render(text: str, names: dict[str, str]) -> str:
+    def fill(m: re.Match[str]) -> str:
+        return names[m.group(1)]
+
+    return _PLACEHOLDER.sub(fill, text)
+
+
+def parse(text: str) -> list[exp.Expression]:
+    """Parse Snowflake SQL strictly (an unparseable statement raises)."""
+    return [e for e in sqlglot.parse(text, read="snowflake", error_level=sqlglot.ErrorLevel.RAISE) if e]
+
+
+def statements(prefix: str, names: dict[str, str], dialect: str = "snowflake") -> list[str]:
+    """The statements of the files whose names start with ``prefix``, in ``dialect``."""
+    out: list[str] = []
+    for name, text in files():
+        if not name.startswith(prefix):
+            continue
+        rendered = render(text, names)
+        if dialect == "snowflake":
+            out += [e.sql("snowflake") for e in parse(rendered)]
+        else:
+            out += [e.sql(dialect) for e in parse(rendered)]
+    return out
