@@ -50,6 +50,20 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     a("--log-level", help="debug, info, warning or error [CDC_LOG_LEVEL]")
     a("--progress", action=argparse.BooleanOptionalAction, default=None,
       help="progress bar (default: on for a bounded run in a terminal)")
+    _add_target_flags(p)
+
+
+def _add_target_flags(p: argparse.ArgumentParser) -> None:
+    """Flags that say which target to talk to (every command has them)."""
+    a = p.add_argument
+    if not any(o == "--target" for act in p._actions for o in act.option_strings):
+        a("--target", choices=TARGETS, help="the target [CDC_TARGET]")
+        a("--duckdb-path", help="the embedded default's file [CDC_DUCKDB_PATH]")
+        a("--shard", help="the shard [CDC_SHARD]")
+        a("--log-format", help="auto, json or console [CDC_LOG_FORMAT]")
+        a("--log-level", help="debug, info, warning or error [CDC_LOG_LEVEL]")
+    a("--credentials", help="snowflake_credentials.json of the original project [CDC_CREDENTIALS]")
+    a("--connection", help="a connection name in the connector's connections.toml [CDC_CONNECTION]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="generate the stream and apply it to the target")
     _add_run_flags(run)
+    for name, text in (
+        ("init", "create the tables, dynamic tables and task on the target (idempotent)"),
+        ("refresh", "refresh the derived and aggregated tables now"),
+        ("report", "print orders_aggregated as a table"),
+        ("tasks", "print the refresh task's history"),
+        ("verify", "check the target against the replay of its stream"),
+    ):
+        _add_target_flags(sub.add_parser(name, help=text))
+    query = sub.add_parser("query", help="run a read-only query and print the result")
+    query.add_argument("sql", help="one SELECT statement")
+    _add_target_flags(query)
     bench = sub.add_parser("bench", help="measure throughput and memory (prints figures)")
+    bench.add_argument("--snowflake", action="store_true",
+                       help="the Snowflake-path benchmark: the emulator, and a 150 ms round-trip model")
     bench.add_argument("--events", type=int, default=1_000_000)
     bench.add_argument("--seed-way-events", type=int, default=2_000,
                        help="events for the seed's way (a statement and commit per event)")
@@ -68,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _flags(ns: argparse.Namespace) -> dict[str, Any]:
-    skip = {"command"}
+    skip = {"command", "sql"}
     return {k: v for k, v in vars(ns).items() if k not in skip and v is not None}
 
 
@@ -162,6 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     if ns.command == "bench":
+        if ns.snowflake:
+            from .bench_snowflake import main as bench_snowflake
+
+            return bench_snowflake(ns)
         from .bench import main as bench_main
 
         return bench_main(ns)
@@ -171,7 +202,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_CONFIG, str(exc))
     if ns.command == "run":
         return _run(config)
-    parser.error(f"unknown command {ns.command!r}")
+    from . import commands
+
+    logs.configure(config.settings.log_format, config.settings.log_level, stream=sys.stderr)
+    try:
+        return int(getattr(commands, ns.command)(config, ns))
+    except (ConfigError, TargetConfigError, StreamMismatch) as exc:
+        return _fail(EXIT_CONFIG, str(exc))
+    except SinkError as exc:
+        return _fail(EXIT_RUNTIME, str(exc))
 
 
 if __name__ == "__main__":

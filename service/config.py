@@ -80,6 +80,11 @@ class Settings(BaseModel):
     shutdown_timeout: float = Field(25.0, ge=0, le=3600, description="seconds to drain on SIGTERM before forcing exit")
     refresh_interval: float = Field(120.0, gt=0, description="seconds between local refreshes of the warehouse layers")
     emulator_path: Path | None = Field(None, description="emulator target: keep its database in this folder")
+    credentials: Path | None = Field(
+        None, description="the original project's snowflake_credentials.json (user, password, "
+        "account, warehouse, database, schema)"
+    )
+    connection: str | None = Field(None, description="a named connection in the connector's connections.toml")
 
     @field_validator("start")
     @classmethod

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import logs
+from . import logs, warehouse
 from .checkpoint import resolve
 from .config import Config
 from .consumers import consume
@@ -104,6 +104,7 @@ class Service:
         """Connect, create the schema, and settle the stream and its checkpoints."""
         sink, s = self.sink, self.settings
         await asyncio.to_thread(sink.open)
+        await asyncio.to_thread(warehouse.prepare, sink)
         stored = await asyncio.to_thread(sink.load_stream)
         identity = resolve(self.config, stored)
         await asyncio.to_thread(sink.save_stream, json.dumps(identity.as_dict()), s.reset)
@@ -139,11 +140,15 @@ class Service:
                 self._on_start(self)
             pipeline = asyncio.ensure_future(self._pipeline(stream, router))
             reporter = asyncio.ensure_future(self._report())
+            refresher = asyncio.ensure_future(
+                warehouse.schedule(self.sink, s.refresh_interval, self.metrics)
+            )
             forced = asyncio.ensure_future(self._forced.wait())
             try:
                 await asyncio.wait({pipeline, forced}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 reporter.cancel()
+                refresher.cancel()
                 forced.cancel()
             if not pipeline.done():
                 pipeline.cancel()

@@ -9,7 +9,7 @@ the batch's partitions commit together, or not at all.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..events import Batch
 
@@ -53,6 +53,13 @@ class Writer(Protocol):
 class Sink(Protocol):
     name: str
     shard: str
+    #: The SQL dialect of ``connect_sql`` connections: "duckdb" or "snowflake".
+    dialect: str
+    #: True where dynamic tables and tasks are not real (DuckDB, the emulator):
+    #: the service materialises the warehouse layers and schedules the refresh itself.
+    local_warehouse: bool
+    #: Names from configuration, validated: "warehouse", "database", "schema" (where they apply).
+    names: dict[str, str]
 
     def open(self) -> None:
         """Connect and create what is missing (idempotent)."""
@@ -65,5 +72,11 @@ class Sink(Protocol):
 
     def writer(self, worker: int) -> Writer:
         """A writer for one worker; called on the thread that will use it."""
+
+    def connect_sql(self) -> Any:
+        """A new DB-API connection for ad-hoc SQL (init, refresh, report, query, verify).
+
+        Valid after ``open``; the caller closes it.
+        """
 
     def close(self) -> None: ...

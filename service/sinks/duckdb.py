@@ -127,6 +127,9 @@ class DuckDBSink:
     """A DuckDB file. One process at a time (DuckDB locks the file)."""
 
     name = "duckdb"
+    dialect = "duckdb"
+    local_warehouse = True
+    names: dict[str, str] = {}  # noqa: RUF012 (read-only)
 
     def __init__(self, path: Path, shard: str = "0", setting: str = "CDC_DUCKDB_PATH") -> None:
         self.path = path
@@ -187,6 +190,10 @@ class DuckDBSink:
         # A cursor is a connection of its own to the same database: one per worker thread.
         with self._lock:
             return DuckDBWriter(self.con.cursor(), self.shard)
+
+    def connect_sql(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            return self.con.cursor()
 
     def close(self) -> None:
         if self._con is not None:

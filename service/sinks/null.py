@@ -10,12 +10,20 @@ class NullWriter:
     def apply(self, batch: Batch) -> None:
         pass
 
+    def connect_sql(self) -> object:
+        from .base import SinkError
+
+        raise SinkError("the null target holds no data")
+
     def close(self) -> None:
         pass
 
 
 class NullSink:
     name = "null"
+    dialect = "duckdb"
+    local_warehouse = True
+    names: dict[str, str] = {}  # noqa: RUF012 (read-only)
 
     def __init__(self, shard: str = "0") -> None:
         self.shard = shard
@@ -31,6 +39,11 @@ class NullSink:
 
     def writer(self, worker: int) -> NullWriter:
         return NullWriter()
+
+    def connect_sql(self) -> object:
+        from .base import SinkError
+
+        raise SinkError("the null target holds no data")
 
     def close(self) -> None:
         pass
