@@ -78,6 +78,9 @@ class Settings(BaseModel):
     http_port: int = Field(8080, ge=0, le=65535, description="health and metrics port; 0 = off")
     http_host: str = Field("0.0.0.0", description="address the HTTP server binds")  # noqa: S104
     shutdown_timeout: float = Field(25.0, ge=0, le=3600, description="seconds to drain on SIGTERM before forcing exit")
+    stall_timeout: float = Field(
+        300.0, gt=0, description="seconds with events waiting and no commit before /healthz fails"
+    )
     refresh_interval: float = Field(120.0, gt=0, description="seconds between local refreshes of the warehouse layers")
     emulator_path: Path | None = Field(None, description="emulator target: keep its database in this folder")
     credentials: Path | None = Field(
@@ -143,6 +146,12 @@ class Config(BaseModel):
     #: Fields given explicitly (by flag or variable): a stored stream's values
     #: fill in the identity fields that were not.
     explicit: frozenset[str]
+    #: The subset of ``explicit`` given as flags (to name the culprit as the user wrote it).
+    flags: frozenset[str] = frozenset()
+
+    def name_of(self, field: str) -> str:
+        """How the user set ``field``: ``--duckdb-path`` or ``CDC_DUCKDB_PATH``."""
+        return _setting_name(field, dict.fromkeys(self.flags), "CDC_")
 
     @property
     def target(self) -> str:
@@ -200,4 +209,6 @@ def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None =
         snowflake = SnowflakeSettings.model_validate(sf_env)
     except ValidationError as exc:
         raise _first_error(exc, {}, "SNOWFLAKE_") from None
-    return Config(settings=settings, snowflake=snowflake, explicit=frozenset(values))
+    return Config(
+        settings=settings, snowflake=snowflake, explicit=frozenset(values), flags=frozenset(given)
+    )

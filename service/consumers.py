@@ -57,6 +57,7 @@ async def consume(
         for op, n in b.counts.items():
             stats.applied[op] += n
         stats.batches += 1
+        stats.last_commit = time.monotonic()
         stats.rows_written += len(b.inserts) + len(b.updates) + len(b.deletes)
         metrics.count_applied(b.counts, seconds)
         log.debug(

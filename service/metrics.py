@@ -26,6 +26,7 @@ class Stats:
     rows_written: int = 0
     blocked_seconds: float = 0.0
     retries: int = 0
+    last_commit: float = 0.0  # time.monotonic() of the last commit
 
     @property
     def generated_total(self) -> int:

@@ -49,7 +49,11 @@ async def produce(
     loop = asyncio.get_running_loop()
     deadline = None if duration is None else loop.time() + duration
     size = chunk_size(rate)
-    throttle = Throttler(rate_limit=rate / size, period=1.0) if rate > 0 else None  # type: ignore[arg-type]
+    throttle = None
+    if rate > 0:
+        # Short periods keep bursts small: at most ~0.1 s worth of events at once.
+        period = max(0.1, size / rate)
+        throttle = Throttler(rate_limit=rate * period / size, period=period)  # type: ignore[arg-type]
     workers = len(queues)
     counts = stream.counts
     while not stopping.is_set():

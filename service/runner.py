@@ -19,15 +19,17 @@ import contextlib
 import gc
 import json
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import logs, warehouse
 from .checkpoint import resolve
-from .config import Config
+from .config import Config, ConfigError
 from .consumers import consume
 from .generator import OrderStream, StreamIdentity
+from .http import HttpServer
 from .metrics import Metrics, Stats
 from .partition import Router
 from .producer import produce
@@ -50,8 +52,7 @@ class State:
 
     ready: bool = False
     draining: bool = False
-    last_progress: float = 0.0  # loop time of the last step of any stage
-    extra: dict[str, Any] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.monotonic)
 
 
 class Service:
@@ -75,6 +76,7 @@ class Service:
         self._forced = asyncio.Event()
         self._on_start = on_start
         self.stop_reason: str | None = None
+        self.http: HttpServer | None = None
 
     # -- signals -------------------------------------------------------------
 
@@ -125,7 +127,15 @@ class Service:
         s = self.settings
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
+        http = None
         try:
+            if s.http_port:
+                http = self.http = HttpServer(self, s.http_host, s.http_port, s.stall_timeout)
+                try:
+                    await http.start()
+                except OSError as exc:
+                    http = None
+                    raise ConfigError("CDC_HTTP_PORT", f"cannot listen on {s.http_host}:{s.http_port}: {exc.strerror}") from None
             identity = await self.open()
             # Long-lived objects (catalog, customer ids, the ring) need not be
             # rescanned by the cyclic GC on every young collection.
@@ -164,6 +174,8 @@ class Service:
             self.state.ready = False
             gc.unfreeze()
             await asyncio.to_thread(self.sink.close)
+            if http is not None:
+                await http.stop()
 
     async def _pipeline(self, stream: OrderStream, router: Router) -> None:
         s = self.settings

@@ -15,7 +15,7 @@ def make_sink(config: Config) -> Sink:
     if target == "duckdb":
         from .duckdb import DuckDBSink
 
-        return DuckDBSink(s.duckdb_path, s.shard)
+        return DuckDBSink(s.duckdb_path, s.shard, setting=config.name_of("duckdb_path"))
     if target == "null":
         from .null import NullSink
 

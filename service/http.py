@@ -1,0 +1,82 @@
+"""Health, readiness and metrics over HTTP (aiohttp, on the service's own loop).
+
+- ``/healthz`` (liveness): 200 while the loop answers and no stage is stuck:
+  stuck means events are waiting but nothing has committed for
+  ``stall_timeout`` seconds. Kubernetes restarts a pod that fails it.
+- ``/readyz`` (readiness): 200 once the target is connected and the schema
+  initialised; 503 before that and while draining.
+- ``/metrics``: Prometheus text format.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import logs
+
+if TYPE_CHECKING:
+    from .runner import Service
+
+log = logs.get("http")
+
+
+def stalled(service: Service, now: float | None = None) -> float:
+    """Seconds the pipeline has had work waiting without a commit (0 when it is fine)."""
+    now = time.monotonic() if now is None else now
+    st = service.stats
+    waiting = service.queue_depth() > 0 or st.generated_total > st.applied_total
+    if not waiting or not service.state.ready:
+        return 0.0
+    since = max(st.last_commit, service.state.started_at)
+    return max(0.0, now - since)
+
+
+def app(service: Service, stall_timeout: float) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        late = stalled(service)
+        if late > stall_timeout:
+            return web.json_response({"status": "stalled", "seconds_without_commit": round(late, 1)}, status=503)
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        st = service.state
+        if st.ready and not st.draining:
+            return web.json_response({"status": "ready"})
+        reason = "draining" if st.draining else "starting"
+        return web.json_response({"status": reason}, status=503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        service.metrics.queue_depth.set(service.queue_depth())
+        body = generate_latest(service.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    application = web.Application()
+    application.router.add_get("/healthz", healthz)
+    application.router.add_get("/readyz", readyz)
+    application.router.add_get("/metrics", metrics)
+    return application
+
+
+class HttpServer:
+    """Started before the target is opened (so probes answer during start-up)."""
+
+    def __init__(self, service: Service, host: str, port: int, stall_timeout: float) -> None:
+        self._runner = web.AppRunner(app(service, stall_timeout), access_log=None, handle_signals=False)
+        self._host, self._port = host, port
+        self.port = port
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+        log.info("http.listening", host=self._host, port=self.port, paths="/healthz /readyz /metrics")
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
