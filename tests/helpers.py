@@ -26,3 +26,23 @@ def duckdb_checkpoints(path: Path) -> dict[int, int]:
         return dict(con.execute("SELECT partition_id, last_seq FROM cdc_checkpoints").fetchall())
     finally:
         con.close()
+
+
+def expected_at_checkpoints(ident: object, ckpts: dict[int, int]) -> dict[str, tuple[object, ...]]:
+    """The table a target must hold given its per-partition checkpoints (independently computed)."""
+    from service.events import Op
+    from service.generator import OrderStream
+    from service.partition import partition_of
+
+    stream = OrderStream(ident)  # type: ignore[arg-type]
+    state: dict[str, tuple[object, ...]] = {}
+    top = max(ckpts.values(), default=0)
+    while stream.seq < top:
+        for ev in stream.take(min(10_000, top - stream.seq)):
+            if ev.seq > ckpts.get(partition_of(ev.order_id, 64), 0):
+                continue
+            if ev.op is Op.DELETE:
+                del state[ev.order_id]
+            else:
+                state[ev.order_id] = tuple(ev.row())
+    return state
