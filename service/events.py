@@ -8,6 +8,7 @@ sink turns them into its own column types at the edge.
 from __future__ import annotations
 
 import enum
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -112,6 +113,11 @@ class Batch:
         return max(self.checkpoints.values())
 
 
+_INSERT, _UPDATE, _DELETE = Op.INSERT, Op.UPDATE, Op.DELETE
+_op_of = operator.itemgetter(1)
+_seq_of = operator.itemgetter(0)
+
+
 def net_effect(
     worker: int, events: Sequence[Event], partitions: Iterable[int]
 ) -> Batch:
@@ -121,27 +127,23 @@ def net_effect(
     update+update -> update of the final image; update+delete -> delete.
     ``events`` are in sequence order; ``partitions`` runs beside them.
     """
-    first_op: dict[str, Op] = {}
-    last: dict[str, Event] = {}
-    counts = {Op.INSERT: 0, Op.UPDATE: 0, Op.DELETE: 0}
-    setdefault = first_op.setdefault
-    for ev in events:
-        oid = ev[2]
-        setdefault(oid, ev[1])
-        last[oid] = ev
-        counts[ev[1]] += 1
+    # Order ids are never reused and an order's insert is its first change, so
+    # "existed before this batch" is "has no insert in this batch".
+    inserted = {ev[2] for ev in events if ev[1] is _INSERT}
+    last = {ev[2]: ev for ev in events}  # the final image wins
     inserts: list[Event] = []
     updates: list[Event] = []
     deletes: list[str] = []
     for oid, ev in last.items():
-        existed = first_op[oid] is not Op.INSERT
-        if ev[1] is Op.DELETE:
-            if existed:
+        if ev[1] is _DELETE:
+            if oid not in inserted:
                 deletes.append(oid)
-        elif existed:
-            updates.append(ev)
-        else:
+        elif oid in inserted:
             inserts.append(ev)
+        else:
+            updates.append(ev)
+    ops = list(map(_op_of, events))
+    counts = {Op.INSERT: ops.count(_INSERT), Op.UPDATE: ops.count(_UPDATE), Op.DELETE: ops.count(_DELETE)}
     # Events are in sequence order, so the last one seen per partition wins.
-    checkpoints = dict(zip(partitions, (ev[0] for ev in events), strict=True))
+    checkpoints = dict(zip(partitions, map(_seq_of, events), strict=True))
     return Batch(worker, inserts, updates, deletes, checkpoints, counts)

@@ -194,7 +194,7 @@ class OrderStream:
                         slot = int(p3[i] * filled)
                         o = ring[slot]
             if o is None:  # an insert
-                order_id = f"{prefix}{next_order:010d}"
+                order_id = prefix + str(next_order).zfill(10)  # ~2x faster than an f-string spec
                 next_order += 1
                 cust, ts, amount, product, qty = custs[i], tss[i], amounts[i], products[i], qtys[i]
                 ring[next_slot] = [order_id, cust, ts, _PENDING, amount, product, qty, prices[i]]
