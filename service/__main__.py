@@ -40,16 +40,34 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     a("--start", help="simulated clock start, e.g. 2026-01-01T00:00:00 (UTC) [CDC_START]")
     a("--workers", help="consumer coroutines (default 4) [CDC_WORKERS]")
     a("--batch-size", help="events per batch at most (default 5000) [CDC_BATCH_SIZE]")
-    a("--flush-interval", help="seconds before a partial batch is applied (default 1.0) [CDC_FLUSH_INTERVAL]")
-    a("--queue-size", help="events queued before the producer waits (default 10000) [CDC_QUEUE_SIZE]")
-    a("--duckdb-path", help="the embedded default's file (default data/ecomm.duckdb) [CDC_DUCKDB_PATH]")
+    a(
+        "--flush-interval",
+        help="seconds before a partial batch is applied (default 1.0) [CDC_FLUSH_INTERVAL]",
+    )
+    a(
+        "--queue-size",
+        help="events queued before the producer waits (default 10000) [CDC_QUEUE_SIZE]",
+    )
+    a(
+        "--duckdb-path",
+        help="the embedded default's file (default data/ecomm.duckdb) [CDC_DUCKDB_PATH]",
+    )
     a("--shard", help="this replica's shard, part of every order id (default 0) [CDC_SHARD]")
-    a("--reset", action="store_true", default=None, help="drop the stream the target holds and start this one")
+    a(
+        "--reset",
+        action="store_true",
+        default=None,
+        help="drop the stream the target holds and start this one",
+    )
     a("--http-port", help="health and metrics port, 0 = off (default 8080) [CDC_HTTP_PORT]")
     a("--log-format", help="auto, json or console [CDC_LOG_FORMAT]")
     a("--log-level", help="debug, info, warning or error [CDC_LOG_LEVEL]")
-    a("--progress", action=argparse.BooleanOptionalAction, default=None,
-      help="progress bar (default: on for a bounded run in a terminal)")
+    a(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: on for a bounded run in a terminal)",
+    )
     _add_target_flags(p)
 
 
@@ -67,7 +85,9 @@ def _add_target_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ecomm-cdc", description="Stream e-commerce order changes into Snowflake.")
+    parser = _Parser(
+        prog="ecomm-cdc", description="Stream e-commerce order changes into Snowflake."
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="generate the stream and apply it to the target")
     _add_run_flags(run)
@@ -83,13 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("sql", help="one SELECT statement")
     _add_target_flags(query)
     bench = sub.add_parser("bench", help="measure throughput and memory (prints figures)")
-    bench.add_argument("--snowflake", action="store_true",
-                       help="the Snowflake-path benchmark: the emulator, and a 150 ms round-trip model")
+    bench.add_argument(
+        "--snowflake",
+        action="store_true",
+        help="the Snowflake-path benchmark: the emulator, and a 150 ms round-trip model",
+    )
     bench.add_argument("--events", type=int, default=1_000_000)
-    bench.add_argument("--seed-way-events", type=int, default=2_000,
-                       help="events for the seed's way (a statement and commit per event)")
-    bench.add_argument("--rss-events", type=int, default=3_000_000,
-                       help="events of the long run that checks RSS stays flat (0 = skip)")
+    bench.add_argument(
+        "--seed-way-events",
+        type=int,
+        default=2_000,
+        help="events for the seed's way (a statement and commit per event)",
+    )
+    bench.add_argument(
+        "--rss-events",
+        type=int,
+        default=3_000_000,
+        help="events of the long run that checks RSS stays flat (0 = skip)",
+    )
     bench.add_argument("--workdir", default=None, help="folder for the benchmark's DuckDB files")
     return parser
 
@@ -130,8 +161,12 @@ def _run(config: Config) -> int:
     except StreamMismatch as exc:
         return _fail(EXIT_CONFIG, str(exc))
     except ForcedExit:
-        log.error("service.exit", code=EXIT_RUNTIME, reason="drain abandoned",
-                  applied=service.stats.applied_total)
+        log.error(
+            "service.exit",
+            code=EXIT_RUNTIME,
+            reason="drain abandoned",
+            applied=service.stats.applied_total,
+        )
         sys.stdout.flush()
         os._exit(EXIT_RUNTIME)  # worker threads may still sit in a driver call
     except SinkError as exc:
@@ -154,11 +189,22 @@ def _progress_hook(config: Config) -> Callable[[Any], None] | None:
     show = s.progress if s.progress is not None else (s.events is not None and sys.stderr.isatty())
     if not show or s.events is None:
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     bar = Progress(
-        TextColumn("applying"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(), transient=True, console=None,
+        TextColumn("applying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        transient=True,
+        console=None,
     )
     total = s.events
     task_ref: dict[str, Any] = {}
@@ -192,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.snowflake:
             from .bench_snowflake import main as bench_snowflake
 
-            return bench_snowflake(ns)
+            return int(bench_snowflake(ns))
         from .bench import main as bench_main
 
         return bench_main(ns)

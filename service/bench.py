@@ -10,6 +10,7 @@ and is compared with the pipeline as a ratio from the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -20,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import psutil
@@ -53,8 +55,24 @@ def run_pipeline(label: str, target: str, events: int, workdir: Path, *extra: st
         p.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "SNOWFLAKE_"))}
     env.update(CDC_HTTP_PORT="0", CDC_LOG_FORMAT="json")
-    cmd = [sys.executable, "-m", "service", "run", "--target", target, "--events", str(events),
-           "--seed", str(SEED), "--start", START, "--duckdb-path", str(db), "--no-progress", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "service",
+        "run",
+        "--target",
+        target,
+        "--events",
+        str(events),
+        "--seed",
+        str(SEED),
+        "--start",
+        START,
+        "--duckdb-path",
+        str(db),
+        "--no-progress",
+        *extra,
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ps = psutil.Process(proc.pid)
     peak = 0.0
@@ -71,7 +89,7 @@ def run_pipeline(label: str, target: str, events: int, workdir: Path, *extra: st
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    summary: dict[str, object] = {}
+    summary: dict[str, Any] = {}
     by_events: list[tuple[int, float]] = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -79,10 +97,8 @@ def run_pipeline(label: str, target: str, events: int, workdir: Path, *extra: st
             continue
         rec = json.loads(line)
         if rec.get("event") == "pipeline.throughput":
-            try:
+            with contextlib.suppress(psutil.Error):
                 by_events.append((int(rec["generated"]), ps.memory_info().rss / 2**20))
-            except psutil.Error:
-                pass
         elif rec.get("event") == "pipeline.summary":
             summary = rec
     proc.wait()
@@ -91,7 +107,9 @@ def run_pipeline(label: str, target: str, events: int, workdir: Path, *extra: st
     if proc.returncode != 0 or not summary:
         err = proc.stderr.read() if proc.stderr else ""
         raise SystemExit(f"bench: {label} failed (exit {proc.returncode}): {err.strip()[-500:]}")
-    return Measured(label, int(summary["applied_total"]), float(summary["elapsed_s"]), peak, by_events)  # type: ignore[call-overload, arg-type]
+    return Measured(
+        label, int(summary["applied_total"]), float(summary["elapsed_s"]), peak, by_events
+    )
 
 
 def seed_way(events: int, workdir: Path) -> Measured:
@@ -110,7 +128,15 @@ def seed_way(events: int, workdir: Path) -> Measured:
         if ev.op is Op.INSERT:
             con.execute(
                 "INSERT INTO raw_orders VALUES (?, ?, to_timestamp(?)::TIMESTAMP, ?, ?::DECIMAL(12,2) / 100, ?, ?)",
-                [ev.order_id, ev.customer_id, ev.order_ts, ev.status, ev.amount_cents, ev.product_id, ev.quantity],
+                [
+                    ev.order_id,
+                    ev.customer_id,
+                    ev.order_ts,
+                    ev.status,
+                    ev.amount_cents,
+                    ev.product_id,
+                    ev.quantity,
+                ],
             )
         elif ev.op is Op.UPDATE:
             con.execute(
@@ -130,8 +156,10 @@ def main(ns: argparse.Namespace) -> int:
     workdir = Path(ns.workdir) if ns.workdir else Path(tempfile.mkdtemp(prefix="ecomm-cdc-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     n = ns.events
-    console.print(f"[bold]ecomm-cdc bench[/]: {n:,} events, seed {SEED}, {os.cpu_count()} cores, "
-                  f"Python {sys.version.split()[0]}, files in {workdir}")
+    console.print(
+        f"[bold]ecomm-cdc bench[/]: {n:,} events, seed {SEED}, {os.cpu_count()} cores, "
+        f"Python {sys.version.split()[0]}, files in {workdir}"
+    )
     results = [
         run_pipeline("null sink", "null", n, workdir),
         run_pipeline("duckdb", "duckdb", n, workdir),
@@ -141,7 +169,9 @@ def main(ns: argparse.Namespace) -> int:
     for col in ("what", "events", "seconds", "events/s", "peak RSS MB"):
         table.add_column(col, justify="right" if col != "what" else "left")
     for m in results:
-        table.add_row(m.label, f"{m.events:,}", f"{m.seconds:.2f}", f"{m.rate:,.0f}", f"{m.peak_rss_mb:.0f}")
+        table.add_row(
+            m.label, f"{m.events:,}", f"{m.seconds:.2f}", f"{m.rate:,.0f}", f"{m.peak_rss_mb:.0f}"
+        )
     console.print(table)
     null, duck, seed = results
     console.print(f"batched DuckDB pipeline / seed's way: [bold]{duck.rate / seed.rate:,.0f}x[/]")

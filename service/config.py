@@ -53,41 +53,64 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     target: Target | None = Field(
-        None, description="duckdb, snowflake, emulator or null; default: snowflake when "
-        "Snowflake credentials are configured, else duckdb"
+        None,
+        description="duckdb, snowflake, emulator or null; default: snowflake when "
+        "Snowflake credentials are configured, else duckdb",
     )
     events: int | None = Field(None, ge=1, description="stop after this many events of the stream")
     duration: float | None = Field(None, gt=0, description="stop after this many seconds")
     rate: float = Field(0.0, ge=0, description="events per second; 0 = as fast as possible")
-    seed: int | None = Field(None, ge=0, description="stream seed (default 42, or the stored stream's)")
+    seed: int | None = Field(
+        None, ge=0, description="stream seed (default 42, or the stored stream's)"
+    )
     start: dt.datetime | None = Field(
-        None, description="simulated clock start, ISO 8601, UTC when naive (default: now, "
-        "or the stored stream's)"
+        None,
+        description="simulated clock start, ISO 8601, UTC when naive (default: now, "
+        "or the stored stream's)",
     )
     workers: int = Field(4, ge=1, le=256, description="consumer coroutines")
     batch_size: int = Field(5000, ge=1, le=1_000_000, description="events per batch at most")
-    flush_interval: float = Field(1.0, gt=0, le=3600, description="seconds before a partial batch is applied")
-    queue_size: int = Field(10_000, ge=1, le=10_000_000, description="events the queue holds before the producer waits")
+    flush_interval: float = Field(
+        1.0, gt=0, le=3600, description="seconds before a partial batch is applied"
+    )
+    queue_size: int = Field(
+        10_000, ge=1, le=10_000_000, description="events the queue holds before the producer waits"
+    )
     duckdb_path: Path = Field(Path("data/ecomm.duckdb"), description="the embedded default's file")
     shard: str = Field("0", description="this replica's shard: order ids are ORD-<shard>-<n>")
-    partitions: int = Field(64, ge=1, le=4096, description="partitions of the stream (part of its identity)")
+    partitions: int = Field(
+        64, ge=1, le=4096, description="partitions of the stream (part of its identity)"
+    )
     reset: bool = Field(False, description="drop the stream the target holds and start this one")
-    log_format: Literal["auto", "json", "console"] = Field("auto", description="auto: JSON unless stdout is a terminal")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: JSON unless stdout is a terminal"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
-    progress: bool | None = Field(None, description="progress bar (default: on for a bounded run in a terminal)")
+    progress: bool | None = Field(
+        None, description="progress bar (default: on for a bounded run in a terminal)"
+    )
     http_port: int = Field(8080, ge=0, le=65535, description="health and metrics port; 0 = off")
     http_host: str = Field("0.0.0.0", description="address the HTTP server binds")  # noqa: S104
-    shutdown_timeout: float = Field(25.0, ge=0, le=3600, description="seconds to drain on SIGTERM before forcing exit")
+    shutdown_timeout: float = Field(
+        25.0, ge=0, le=3600, description="seconds to drain on SIGTERM before forcing exit"
+    )
     stall_timeout: float = Field(
         300.0, gt=0, description="seconds with events waiting and no commit before /healthz fails"
     )
-    refresh_interval: float = Field(120.0, gt=0, description="seconds between local refreshes of the warehouse layers")
-    emulator_path: Path | None = Field(None, description="emulator target: keep its database in this folder")
-    credentials: Path | None = Field(
-        None, description="the original project's snowflake_credentials.json (user, password, "
-        "account, warehouse, database, schema)"
+    refresh_interval: float = Field(
+        120.0, gt=0, description="seconds between local refreshes of the warehouse layers"
     )
-    connection: str | None = Field(None, description="a named connection in the connector's connections.toml")
+    emulator_path: Path | None = Field(
+        None, description="emulator target: keep its database in this folder"
+    )
+    credentials: Path | None = Field(
+        None,
+        description="the original project's snowflake_credentials.json (user, password, "
+        "account, warehouse, database, schema)",
+    )
+    connection: str | None = Field(
+        None, description="a named connection in the connector's connections.toml"
+    )
 
     @field_validator("start")
     @classmethod
@@ -186,9 +209,7 @@ def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None =
     """
     given = {k: v for k, v in (flags or {}).items() if v is not None}
     environ = dict(os.environ if env is None else env)
-    cdc = {
-        k[4:].lower(): v for k, v in environ.items() if k.upper().startswith("CDC_") and v != ""
-    }
+    cdc = {k[4:].lower(): v for k, v in environ.items() if k.upper().startswith("CDC_") and v != ""}
     known = set(Settings.model_fields)
     for key in cdc:
         if key not in known:

@@ -61,8 +61,13 @@ async def consume(
         stats.rows_written += len(b.inserts) + len(b.updates) + len(b.deletes)
         metrics.count_applied(b.counts, seconds)
         log.debug(
-            "sink.batch_committed", worker=worker, events=b.events, inserts=len(b.inserts),
-            updates=len(b.updates), deletes=len(b.deletes), last_seq=b.last_seq,
+            "sink.batch_committed",
+            worker=worker,
+            events=b.events,
+            inserts=len(b.inserts),
+            updates=len(b.updates),
+            deletes=len(b.deletes),
+            last_seq=b.last_seq,
             seconds=round(seconds, 4),
         )
 
@@ -70,6 +75,7 @@ async def consume(
         nonlocal inflight, inflight_batch
         batch = net_effect(worker, events, parts)  # on the loop, while the last one commits
         await settle()
+        assert writer is not None
         inflight_batch = batch
         inflight = loop.run_in_executor(executor, _apply, writer, batch)
 

@@ -118,9 +118,7 @@ _op_of = operator.itemgetter(1)
 _seq_of = operator.itemgetter(0)
 
 
-def net_effect(
-    worker: int, events: Sequence[Event], partitions: Iterable[int]
-) -> Batch:
+def net_effect(worker: int, events: Sequence[Event], partitions: Iterable[int]) -> Batch:
     """Collapse the changes to each order into one.
 
     insert+update -> insert of the final image; insert+...+delete -> nothing;
@@ -143,7 +141,11 @@ def net_effect(
         else:
             updates.append(ev)
     ops = list(map(_op_of, events))
-    counts = {Op.INSERT: ops.count(_INSERT), Op.UPDATE: ops.count(_UPDATE), Op.DELETE: ops.count(_DELETE)}
+    counts = {
+        Op.INSERT: ops.count(_INSERT),
+        Op.UPDATE: ops.count(_UPDATE),
+        Op.DELETE: ops.count(_DELETE),
+    }
     # Events are in sequence order, so the last one seen per partition wins.
     checkpoints = dict(zip(partitions, map(_seq_of, events), strict=True))
     return Batch(worker, inserts, updates, deletes, checkpoints, counts)

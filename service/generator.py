@@ -204,7 +204,9 @@ class OrderStream:
                 if filled < size:
                     filled += 1
                 n_ins += 1
-                append(_new(Event, (seq, _INSERT, order_id, cust, ts, _PENDING, amount, product, qty)))
+                append(
+                    _new(Event, (seq, _INSERT, order_id, cust, ts, _PENDING, amount, product, qty))
+                )
                 continue
             if r >= p_update:  # a delete: a purged test or fraud order
                 ring[slot] = None
@@ -235,7 +237,12 @@ class OrderStream:
             if new is _CANCELLED or new is _RETURNED or (new is _DELIVERED and ys[i] < 0.9):
                 ring[slot] = None
             append(_new(Event, (seq, _UPDATE, o[0], o[1], o[2], new, o[4], o[5], o[6])))
-        self._filled, self._next_slot, self._next_order, self._seq = filled, next_slot, next_order, seq
+        self._filled, self._next_slot, self._next_order, self._seq = (
+            filled,
+            next_slot,
+            next_order,
+            seq,
+        )
         counts = self.counts
         counts[_INSERT] += n_ins
         counts[_DELETE] += n_del

@@ -39,7 +39,9 @@ def app(service: Service, stall_timeout: float) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         late = stalled(service)
         if late > stall_timeout:
-            return web.json_response({"status": "stalled", "seconds_without_commit": round(late, 1)}, status=503)
+            return web.json_response(
+                {"status": "stalled", "seconds_without_commit": round(late, 1)}, status=503
+            )
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
@@ -65,7 +67,9 @@ class HttpServer:
     """Started before the target is opened (so probes answer during start-up)."""
 
     def __init__(self, service: Service, host: str, port: int, stall_timeout: float) -> None:
-        self._runner = web.AppRunner(app(service, stall_timeout), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app(service, stall_timeout), access_log=None, handle_signals=False
+        )
         self._host, self._port = host, port
         self.port = port
 
@@ -76,7 +80,9 @@ class HttpServer:
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
-        log.info("http.listening", host=self._host, port=self.port, paths="/healthz /readyz /metrics")
+        log.info(
+            "http.listening", host=self._host, port=self.port, paths="/healthz /readyz /metrics"
+        )
 
     async def stop(self) -> None:
         await self._runner.cleanup()

@@ -12,7 +12,12 @@ from typing import Any
 
 import structlog
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
@@ -35,8 +40,16 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
         cache_logger_on_first_use=True,
     )
     # Libraries log through the stdlib; keep their chatter out of ours unless it matters.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
-    for noisy in ("snowflake.connector", "uvicorn", "uvicorn.access", "uvicorn.error", "aiohttp.access"):
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s"
+    )
+    for noisy in (
+        "snowflake.connector",
+        "uvicorn",
+        "uvicorn.access",
+        "uvicorn.error",
+        "aiohttp.access",
+    ):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 

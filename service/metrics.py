@@ -45,18 +45,26 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
-        self.generated = Counter("cdc_events_generated", "Events put on the queue", ["op"], registry=r)
-        self.applied = Counter("cdc_events_applied", "Events committed to the target", ["op"], registry=r)
+        self.generated = Counter(
+            "cdc_events_generated", "Events put on the queue", ["op"], registry=r
+        )
+        self.applied = Counter(
+            "cdc_events_applied", "Events committed to the target", ["op"], registry=r
+        )
         self.queue_depth = Gauge("cdc_queue_depth", "Events waiting in the queues", registry=r)
         self.blocked = Counter(
             "cdc_producer_blocked_seconds", "Time the producer waited on a full queue", registry=r
         )
         self.batch_rows = Histogram(
-            "cdc_batch_rows", "Events per applied batch", registry=r,
+            "cdc_batch_rows",
+            "Events per applied batch",
+            registry=r,
             buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 100000),
         )
         self.batch_apply = Histogram(
-            "cdc_batch_apply_seconds", "Time to apply and commit one batch", registry=r,
+            "cdc_batch_apply_seconds",
+            "Time to apply and commit one batch",
+            registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.retries = Counter("cdc_apply_retries", "Batch applications retried", registry=r)

@@ -38,9 +38,7 @@ class Router:
         self._floor = max(self.checkpoints.values(), default=0)
         self.skipped = 0
 
-    def route(
-        self, events: Sequence[Event], workers: int
-    ) -> list[tuple[list[Event], list[int]]]:
+    def route(self, events: Sequence[Event], workers: int) -> list[tuple[list[Event], list[int]]]:
         """Per worker: its events in sequence order, and the partition of each."""
         crc32, n = zlib.crc32, self._partitions
         owner = self._owner

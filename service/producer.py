@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from asyncio_throttle import Throttler
+from asyncio_throttle import Throttler  # type: ignore[attr-defined]
 
 from .events import Op
 from .generator import OrderStream
@@ -61,7 +61,7 @@ async def produce(
         if n <= 0 or (deadline is not None and loop.time() >= deadline):
             break
         if throttle is not None:
-            await throttle.acquire()
+            await throttle.acquire()  # type: ignore[no-untyped-call]
         before = dict(counts)
         skipped = router.skipped
         batch = stream.take(n)

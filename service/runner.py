@@ -97,8 +97,11 @@ class Service:
 
     def _timeout(self) -> None:
         if not self._forced.is_set():
-            log.error("service.forced", reason="shutdown timeout",
-                      timeout_s=self.settings.shutdown_timeout)
+            log.error(
+                "service.forced",
+                reason="shutdown timeout",
+                timeout_s=self.settings.shutdown_timeout,
+            )
             self._forced.set()
 
     # -- the run -------------------------------------------------------------
@@ -116,9 +119,16 @@ class Service:
         self.identity = identity
         self._checkpoints = stored.checkpoints
         log.info(
-            "service.started", target=sink.name, stream=identity.describe(),
-            resume_from=stored.applied_to, workers=s.workers, batch_size=s.batch_size,
-            queue_size=s.queue_size, events=s.events, duration=s.duration, rate=s.rate,
+            "service.started",
+            target=sink.name,
+            stream=identity.describe(),
+            resume_from=stored.applied_to,
+            workers=s.workers,
+            batch_size=s.batch_size,
+            queue_size=s.queue_size,
+            events=s.events,
+            duration=s.duration,
+            rate=s.rate,
         )
         return identity
 
@@ -136,7 +146,10 @@ class Service:
                     await http.start()
                 except OSError as exc:
                     http = None
-                    raise ConfigError("CDC_HTTP_PORT", f"cannot listen on {s.http_host}:{s.http_port}: {exc.strerror}") from None
+                    raise ConfigError(
+                        "CDC_HTTP_PORT",
+                        f"cannot listen on {s.http_host}:{s.http_port}: {exc.strerror}",
+                    ) from None
             identity = await self.open()
             # Long-lived objects (catalog, customer ids, the ring) need not be
             # rescanned by the cyclic GC on every young collection.
@@ -164,12 +177,21 @@ class Service:
                 reporter.cancel()
                 refresher.cancel()
                 forced.cancel()
+            if pipeline.done():
+                # A refresh in flight finishes and closes its connection before
+                # the sink closes under it (the scheduler bounds that wait).
+                with contextlib.suppress(BaseException):
+                    await refresher
             if not pipeline.done():
                 pipeline.cancel()
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(pipeline, 2.0)
                 raise ForcedExit(self.stats)
             pipeline.result()  # raises what a stage raised
+            if not self._stopping.is_set():
+                # A bounded run ends with fresh reporting layers (a drain on SIGTERM
+                # does not: it has a deadline to keep).
+                await asyncio.to_thread(warehouse.refresh_now, self.sink, self.metrics)
             self._summary()
             return self.stats
         finally:
@@ -188,16 +210,28 @@ class Service:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(
                     produce(
-                        stream, router, self.queues, self._stopping, self.stats, self.metrics,
-                        events=s.events, duration=s.duration, rate=s.rate,
+                        stream,
+                        router,
+                        self.queues,
+                        self._stopping,
+                        self.stats,
+                        self.metrics,
+                        events=s.events,
+                        duration=s.duration,
+                        rate=s.rate,
                     ),
                     name="producer",
                 )
                 for w, q in enumerate(self.queues):
                     tg.create_task(
                         consume(
-                            w, q, self.sink, self.stats, self.metrics,
-                            batch_size=s.batch_size, flush_interval=s.flush_interval,
+                            w,
+                            q,
+                            self.sink,
+                            self.stats,
+                            self.metrics,
+                            batch_size=s.batch_size,
+                            flush_interval=s.flush_interval,
                         ),
                         name=f"consumer-{w}",
                     )
@@ -221,7 +255,8 @@ class Service:
             log.info(
                 "pipeline.throughput",
                 events_per_s=round((applied - last_applied) / max(now - last_t, 1e-9)),
-                generated=self.stats.generated_total, applied=applied,
+                generated=self.stats.generated_total,
+                applied=applied,
                 queue_depth=self.queue_depth(),
                 producer_blocked_s=round(self.stats.blocked_seconds, 3),
             )
@@ -234,8 +269,11 @@ class Service:
             "pipeline.summary",
             generated={op.name.lower(): n for op, n in st.generated.items()},
             applied={op.name.lower(): n for op, n in st.applied.items()},
-            generated_total=st.generated_total, applied_total=st.applied_total,
-            skipped=st.skipped, batches=st.batches, elapsed_s=round(elapsed, 3),
+            generated_total=st.generated_total,
+            applied_total=st.applied_total,
+            skipped=st.skipped,
+            batches=st.batches,
+            elapsed_s=round(elapsed, 3),
             events_per_s=round(st.applied_total / max(elapsed, 1e-9)),
             producer_blocked_s=round(st.blocked_seconds, 3),
             stream_seq=self.stream.seq if self.stream else 0,

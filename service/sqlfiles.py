@@ -33,7 +33,9 @@ def render(text: str, names: dict[str, str]) -> str:
 
 def parse(text: str) -> list[exp.Expression]:
     """Parse Snowflake SQL strictly (an unparseable statement raises)."""
-    return [e for e in sqlglot.parse(text, read="snowflake", error_level=sqlglot.ErrorLevel.RAISE) if e]
+    return [  # type: ignore[misc]
+        e for e in sqlglot.parse(text, read="snowflake", error_level=sqlglot.ErrorLevel.RAISE) if e
+    ]
 
 
 def statements(prefix: str, names: dict[str, str], dialect: str = "snowflake") -> list[str]:

@@ -28,15 +28,21 @@ def config(env: Mapping[str, str] | None = None, **flags: Any) -> Config:
     return load({**base, **flags}, dict(env or {}))
 
 
-def cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m service`` as a real process; environment clean of CDC_/SNOWFLAKE_."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "SNOWFLAKE_"))}
     base.update({"CDC_HTTP_PORT": "0", "CDC_LOG_FORMAT": "json"})
     base.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "service", *args], env=base, cwd=cwd, capture_output=True,
-        text=True, timeout=timeout, check=False,
+        [sys.executable, "-m", "service", *args],
+        env=base,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 

@@ -32,7 +32,15 @@ def test_bad_setting_exits_2_with_one_line(
 ) -> None:
     """Each bad value: exit 2, a single stderr line naming the flag or variable."""
     db = tmp_path / "x.duckdb"
-    r = cli("run", "--events", "10", "--duckdb-path", str(db), *args, env={**env, "CDC_HTTP_PORT": env.get("CDC_HTTP_PORT", "0")})
+    r = cli(
+        "run",
+        "--events",
+        "10",
+        "--duckdb-path",
+        str(db),
+        *args,
+        env={**env, "CDC_HTTP_PORT": env.get("CDC_HTTP_PORT", "0")},
+    )
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -43,8 +51,16 @@ def test_bad_setting_exits_2_with_one_line(
 
 def test_the_flag_wins_over_the_variable(tmp_path: Path) -> None:
     """CDC_WORKERS=0 is overridden by --workers 2 (and the run succeeds)."""
-    r = cli("run", "--events", "100", "--workers", "2", "--duckdb-path", str(tmp_path / "f.duckdb"),
-            env={"CDC_WORKERS": "0"})
+    r = cli(
+        "run",
+        "--events",
+        "100",
+        "--workers",
+        "2",
+        "--duckdb-path",
+        str(tmp_path / "f.duckdb"),
+        env={"CDC_WORKERS": "0"},
+    )
     assert r.returncode == 0, r.stderr
     assert '"workers": 2' in r.stdout
 

@@ -10,8 +10,18 @@ from .conftest import cli
 
 def test_bench_prints_rates_ratio_and_rss(tmp_path: Path) -> None:
     """A small bench run: every row has a rate, and the ratio and the targets are printed."""
-    r = cli("bench", "--events", "20000", "--seed-way-events", "200", "--rss-events", "0",
-            "--workdir", str(tmp_path), env={"COLUMNS": "200"})
+    r = cli(
+        "bench",
+        "--events",
+        "20000",
+        "--seed-way-events",
+        "200",
+        "--rss-events",
+        "0",
+        "--workdir",
+        str(tmp_path),
+        env={"COLUMNS": "200"},
+    )
     assert r.returncode == 0, r.stderr
     out = r.stdout
     for label in ("null sink", "duckdb", "seed's way"):

@@ -15,34 +15,22 @@ from service.generator import replay
 from service.partition import partition_of, worker_of
 from service.producer import CHUNK
 from service.runner import Service
-from service.sinks.base import StoredStream
+from service.sinks.null import NullSink
 
 from .conftest import config, identity
 
 
-class RecordingSink:
-    """A real in-memory target: applies batches to a dict, slowly and at random speeds."""
-
-    name = "memory"
-    dialect = "duckdb"
-    local_warehouse = False
-    names: dict[str, str] = {}  # noqa: RUF012
+class RecordingSink(NullSink):
+    """An in-memory target (no SQL, like the null sink): applies batches to a dict, slowly."""
 
     def __init__(self, delay: tuple[float, float] = (0.0, 0.02)) -> None:
-        self.shard = "0"
+        super().__init__("0")
         self.delay = delay
         self.state: dict[str, tuple[object, ...]] = {}
         self.applied: dict[str, list[int]] = defaultdict(list)
         self.batches: list[Batch] = []
         self.lock = threading.Lock()
         self.threads: dict[int, set[int]] = defaultdict(set)
-
-    def open(self) -> None: ...
-    def load_stream(self) -> StoredStream:
-        return StoredStream(None, {})
-    def save_stream(self, identity: str, reset: bool) -> None: ...
-    def close(self) -> None: ...
-    def connect_sql(self) -> None: ...
 
     def writer(self, worker: int) -> RecordingSink.Writer:
         return RecordingSink.Writer(self, worker)
@@ -95,9 +83,7 @@ def test_a_slow_sink_keeps_the_queue_at_its_bound_and_memory_flat() -> None:
     """The producer waits on a full queue: depth never passes the bound, RSS does not climb."""
     sink = RecordingSink(delay=(0.02, 0.02))
     queue_size, n = 4000, 80_000
-    service = Service(
-        config(events=n, workers=2, batch_size=500, queue_size=queue_size), sink=sink
-    )
+    service = Service(config(events=n, workers=2, batch_size=500, queue_size=queue_size), sink=sink)
     depths: list[int] = []
     rss: list[int] = []
     proc = psutil.Process()

@@ -23,9 +23,30 @@ def start(db: Path) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "SNOWFLAKE_"))}
     env.update(CDC_HTTP_PORT="0", CDC_LOG_FORMAT="json", CDC_LOG_LEVEL="debug")
     return subprocess.Popen(
-        [sys.executable, "-m", "service", "run", "--events", str(N), "--seed", "7", "--start", START,
-         "--duckdb-path", str(db), "--rate", "40000", "--batch-size", "2000", "--flush-interval", "0.1"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "run",
+            "--events",
+            str(N),
+            "--seed",
+            "7",
+            "--start",
+            START,
+            "--duckdb-path",
+            str(db),
+            "--rate",
+            "40000",
+            "--batch-size",
+            "2000",
+            "--flush-interval",
+            "0.1",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

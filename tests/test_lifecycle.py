@@ -55,7 +55,8 @@ def applied(port: int) -> float:
     except OSError:
         return 0.0
     return sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
         if line.startswith("cdc_events_applied_total{")
     )
 
@@ -68,10 +69,24 @@ def test_sigterm_drains_commits_everything_and_exits_0(tmp_path: Path) -> None:
     """Unbounded run; SIGTERM: exit 0 in time, applied == generated, table == replay of exactly those."""
     db, port = tmp_path / "s.duckdb", free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "run", "--seed", "7", "--start", START,
-         "--duckdb-path", str(db), "--rate", "30000"],
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "run",
+            "--seed",
+            "7",
+            "--start",
+            START,
+            "--duckdb-path",
+            str(db),
+            "--rate",
+            "30000",
+        ],
         env=env(CDC_HTTP_PORT=str(port), CDC_SHUTDOWN_TIMEOUT="20"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         wait_for(lambda: applied(port) > 20_000)
@@ -94,9 +109,28 @@ def test_metrics_move_and_readiness_flips_while_draining(tmp_path: Path) -> None
     db, port = tmp_path / "m.duckdb", free_port()
     # A deep queue, filled as fast as the producer can: the drain takes seconds.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "run", "--seed", "7", "--start", START,
-         "--duckdb-path", str(db), "--queue-size", "400000", "--batch-size", "2000", "--workers", "1"],
-        env=env(CDC_HTTP_PORT=str(port)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "run",
+            "--seed",
+            "7",
+            "--start",
+            START,
+            "--duckdb-path",
+            str(db),
+            "--queue-size",
+            "400000",
+            "--batch-size",
+            "2000",
+            "--workers",
+            "1",
+        ],
+        env=env(CDC_HTTP_PORT=str(port)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         wait_for(lambda: get(port, "/readyz")[0] == 200 if applied(port) > 0 else False)
@@ -104,9 +138,17 @@ def test_metrics_move_and_readiness_flips_while_draining(tmp_path: Path) -> None
         second = wait_for(lambda: applied(port) if applied(port) > first else 0)
         assert second > first
         _, text = get(port, "/metrics")
-        for name in ("cdc_events_generated_total", "cdc_queue_depth", "cdc_producer_blocked_seconds_total",
-                     "cdc_batch_rows_bucket", "cdc_batch_apply_seconds_bucket", "cdc_apply_retries_total",
-                     "cdc_apply_errors_total", "cdc_last_commit_timestamp_seconds", "cdc_refresh_runs_total"):
+        for name in (
+            "cdc_events_generated_total",
+            "cdc_queue_depth",
+            "cdc_producer_blocked_seconds_total",
+            "cdc_batch_rows_bucket",
+            "cdc_batch_apply_seconds_bucket",
+            "cdc_apply_retries_total",
+            "cdc_apply_errors_total",
+            "cdc_last_commit_timestamp_seconds",
+            "cdc_refresh_runs_total",
+        ):
             assert name in text, name
         wait_for(lambda: "cdc_queue_depth 0.0" not in get(port, "/metrics")[1])
         proc.send_signal(signal.SIGTERM)
@@ -117,12 +159,12 @@ def test_metrics_move_and_readiness_flips_while_draining(tmp_path: Path) -> None
             except OSError:
                 break
             time.sleep(0.02)
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
     assert (503, 200) in codes, codes
-    assert (200, 200) not in codes[codes.index((503, 200)):], "never ready again once draining"
+    assert (200, 200) not in codes[codes.index((503, 200)) :], "never ready again once draining"
 
 
 CRASHING = """
@@ -153,10 +195,28 @@ def test_a_stage_that_crashes_stops_the_service_with_exit_1_and_one_line(tmp_pat
     db = tmp_path / "c.duckdb"
     t0 = time.monotonic()
     r = subprocess.run(
-        [sys.executable, "-c", CRASHING, "run", "--duckdb-path", str(db), "--workers", "1",
-         "--seed", "7", "--start", START,
-         "--batch-size", "500", "--rate", "20000"],
-        env=env(CDC_HTTP_PORT="0"), capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            CRASHING,
+            "run",
+            "--duckdb-path",
+            str(db),
+            "--workers",
+            "1",
+            "--seed",
+            "7",
+            "--start",
+            START,
+            "--batch-size",
+            "500",
+            "--rate",
+            "20000",
+        ],
+        env=env(CDC_HTTP_PORT="0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 1, r.stderr
     assert time.monotonic() - t0 < 20
@@ -195,12 +255,34 @@ def test_the_shutdown_timeout_and_a_second_signal_force_exit(tmp_path: Path) -> 
     for mode in ("timeout", "second-signal"):
         db = tmp_path / f"{mode}.duckdb"
         proc = subprocess.Popen(
-            [sys.executable, "-c", SLOW, "run", "--duckdb-path", str(db), "--workers", "1",
-             "--seed", "7", "--start", START,
-             "--batch-size", "200", "--queue-size", "100000", "--flush-interval", "0.05"],
-            env=env(CDC_HTTP_PORT="0", CDC_SHUTDOWN_TIMEOUT="2" if mode == "timeout" else "60",
-                    CDC_LOG_LEVEL="debug"),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-c",
+                SLOW,
+                "run",
+                "--duckdb-path",
+                str(db),
+                "--workers",
+                "1",
+                "--seed",
+                "7",
+                "--start",
+                START,
+                "--batch-size",
+                "200",
+                "--queue-size",
+                "100000",
+                "--flush-interval",
+                "0.05",
+            ],
+            env=env(
+                CDC_HTTP_PORT="0",
+                CDC_SHUTDOWN_TIMEOUT="2" if mode == "timeout" else "60",
+                CDC_LOG_LEVEL="debug",
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert proc.stdout is not None
         for line in proc.stdout:

@@ -22,10 +22,14 @@ def test_the_four_rules() -> None:
     """insert+update -> insert of the final image; insert+delete -> nothing;
     update+update -> update; update+delete -> delete."""
     events = [
-        ev(1, Op.INSERT, "a"), ev(2, Op.UPDATE, "a", "PROCESSING", 200),
-        ev(3, Op.INSERT, "b"), ev(4, Op.DELETE, "b"),
-        ev(5, Op.UPDATE, "c", "SHIPPED"), ev(6, Op.UPDATE, "c", "DELIVERED", 300),
-        ev(7, Op.UPDATE, "d"), ev(8, Op.DELETE, "d"),
+        ev(1, Op.INSERT, "a"),
+        ev(2, Op.UPDATE, "a", "PROCESSING", 200),
+        ev(3, Op.INSERT, "b"),
+        ev(4, Op.DELETE, "b"),
+        ev(5, Op.UPDATE, "c", "SHIPPED"),
+        ev(6, Op.UPDATE, "c", "DELIVERED", 300),
+        ev(7, Op.UPDATE, "d"),
+        ev(8, Op.DELETE, "d"),
     ]
     b = net_effect(0, events, [0, 0, 1, 1, 2, 2, 3, 3])
     assert [(e.order_id, e.status, e.amount_cents) for e in b.inserts] == [("a", "PROCESSING", 200)]

@@ -47,8 +47,12 @@ def test_any_worker_count_and_batch_size_give_the_identical_table(
     db = tmp_path / "t.duckdb"
     n = 40_000
     service = run_service(
-        events=n, workers=workers, batch_size=batch_size, flush_interval=flush_interval,
-        duckdb_path=str(db), target="duckdb",
+        events=n,
+        workers=workers,
+        batch_size=batch_size,
+        flush_interval=flush_interval,
+        duckdb_path=str(db),
+        target="duckdb",
     )
     assert service.stats.applied_total == n
     assert duckdb_rows(db) == replay(identity(), n)
@@ -67,12 +71,28 @@ def test_a_bounded_rerun_applies_nothing_twice(db: Path) -> None:
 
 def test_another_stream_is_refused_unless_reset(db: Path) -> None:
     """A different seed on a target holding a stream exits 2 naming both; --reset starts over."""
-    assert cli("run", "--events", "2000", "--seed", "7", "--start", START, "--duckdb-path", str(db)).returncode == 0
+    assert (
+        cli(
+            "run", "--events", "2000", "--seed", "7", "--start", START, "--duckdb-path", str(db)
+        ).returncode
+        == 0
+    )
     r = cli("run", "--events", "2000", "--seed", "8", "--start", START, "--duckdb-path", str(db))
     assert r.returncode == 2
     assert "seed 7 (stored) != 8 (asked)" in r.stderr and "--reset" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
-    r = cli("run", "--events", "2000", "--seed", "8", "--start", START, "--duckdb-path", str(db), "--reset")
+    r = cli(
+        "run",
+        "--events",
+        "2000",
+        "--seed",
+        "8",
+        "--start",
+        START,
+        "--duckdb-path",
+        str(db),
+        "--reset",
+    )
     assert r.returncode == 0, r.stderr
     assert duckdb_rows(db) == replay(identity(seed=8), 2000)
 

@@ -14,8 +14,8 @@ import json
 import threading
 from collections.abc import Sequence
 from operator import itemgetter
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -72,6 +72,7 @@ def cents_to_decimal(cents: Sequence[int]) -> pa.Array:
 
 def rows_table(events: Sequence[Event]) -> pa.Table:
     """The after-images of ``events`` as an Arrow table shaped like ``raw_orders``."""
+
     def col(i: int) -> list[Any]:
         return list(map(itemgetter(i), events))  # zip(*events) is 10x slower on big batches
 
@@ -116,18 +117,21 @@ class DuckDBWriter:
                 con.execute(_UPDATE)
                 con.unregister("cdc_updates")
             if batch.deletes:
-                con.register("cdc_deletes", pa.table({"order_id": pa.array(batch.deletes, pa.string())}))
-                con.execute("DELETE FROM raw_orders WHERE order_id IN (SELECT order_id FROM cdc_deletes)")
+                con.register(
+                    "cdc_deletes", pa.table({"order_id": pa.array(batch.deletes, pa.string())})
+                )
+                con.execute(
+                    "DELETE FROM raw_orders WHERE order_id IN (SELECT order_id FROM cdc_deletes)"
+                )
                 con.unregister("cdc_deletes")
             con.register("cdc_ckpt", ckpt)
             con.execute(_CHECKPOINT)
             con.unregister("cdc_ckpt")
             con.execute("COMMIT")
         except BaseException:
-            try:
+            # If the transaction is already gone, the error being raised says why.
+            with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass  # the transaction is already gone; the error below says why
             raise
 
     def close(self) -> None:
@@ -154,7 +158,9 @@ class DuckDBSink:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise TargetConfigError(self._setting, f"cannot create {path.parent}: {exc.strerror}") from None
+            raise TargetConfigError(
+                self._setting, f"cannot create {path.parent}: {exc.strerror}"
+            ) from None
         if path.is_dir():
             raise TargetConfigError(self._setting, f"{path} is a directory, not a database file")
         try:
@@ -162,10 +168,16 @@ class DuckDBSink:
         except duckdb.IOException as exc:
             text = str(exc)
             if "lock" in text.lower():
-                raise SinkError(f"{path} is in use by another process ({text.splitlines()[0]})") from None
-            raise TargetConfigError(self._setting, f"cannot open {path}: {text.splitlines()[0]}") from None
+                raise SinkError(
+                    f"{path} is in use by another process ({text.splitlines()[0]})"
+                ) from None
+            raise TargetConfigError(
+                self._setting, f"cannot open {path}: {text.splitlines()[0]}"
+            ) from None
         except duckdb.Error as exc:
-            raise TargetConfigError(self._setting, f"cannot open {path}: {str(exc).splitlines()[0]}") from None
+            raise TargetConfigError(
+                self._setting, f"cannot open {path}: {str(exc).splitlines()[0]}"
+            ) from None
         self._con.execute("SET TimeZone = 'UTC'")
         self._con.execute(f"SET checkpoint_threshold = '{_CHECKPOINT_THRESHOLD}'")
         for stmt in sqlfiles.statements("00", {}, dialect="duckdb"):
@@ -179,7 +191,9 @@ class DuckDBSink:
 
     def load_stream(self) -> StoredStream:
         shard = self.shard
-        row = self.con.execute("SELECT identity FROM cdc_streams WHERE shard = ?", [shard]).fetchone()
+        row = self.con.execute(
+            "SELECT identity FROM cdc_streams WHERE shard = ?", [shard]
+        ).fetchone()
         ckpts = self.con.execute(
             "SELECT partition_id, last_seq FROM cdc_checkpoints WHERE shard = ?", [shard]
         ).fetchall()

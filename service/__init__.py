@@ -1,0 +1,1 @@
+"""ecomm-cdc: stream e-commerce order changes into Snowflake, exactly once."""

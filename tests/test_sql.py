@@ -1,0 +1,177 @@
+"""sql/ is Snowflake SQL, parsed in full, and the local layers are translated from it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import pytest
+import sqlglot
+from sqlglot import exp
+
+from service import sqlfiles, warehouse
+from service.sinks.base import TargetConfigError
+
+NAMES = {"warehouse": "TRANSFORM_WH", "database": "ECOMM", "schema": "PUBLIC"}
+SEED_DERIVED = [
+    "order_id", "customer_id", "order_date", "status", "amount", "product_id", "quantity",
+    "order_year", "order_month", "order_value_category", "order_completion_status",
+    "days_since_order",
+]
+SEED_AGGREGATED = [
+    "order_year", "order_month", "total_orders", "total_revenue", "average_order_value",
+    "unique_customers", "total_items_sold", "total_delivered_revenue", "total_high_value_orders",
+    "total_low_value_orders",
+]
+HONEST_COUNTS = ["high_value_order_count", "low_value_order_count"]
+
+
+def _parsed(name: str) -> list[exp.Expression]:
+    text = dict(sqlfiles.files())[name]
+    with warehouse.quiet_sqlglot():
+        return sqlglot.parse(
+            sqlfiles.render(text, NAMES), read="snowflake", error_level=sqlglot.ErrorLevel.RAISE
+        )
+
+
+def test_every_sql_file_parses_as_snowflake() -> None:
+    """Each file parses strictly with the Snowflake dialect; only the TASK statements are raw."""
+    names = [n for n, _ in sqlfiles.files()]
+    assert names[:2] == ["001_raw_orders.sql", "002_cdc_state.sql"]
+    assert {"010_orders_derived.sql", "011_orders_aggregated.sql", "020_refresh_task.sql",
+            "030_local_task_history.sql"} <= set(names)
+    raw: list[str] = []
+    for name in names:
+        stmts = [e for e in _parsed(name) if e is not None]
+        assert stmts, name
+        for e in stmts:
+            if isinstance(e, exp.Command):
+                raw.append(f"{name}: {e.sql('snowflake', comments=False).split(' AS ')[0]}")
+            else:
+                assert isinstance(e, exp.Create), (name, e.sql())
+                # Round trip: what sqlglot understood is what the file says.
+                assert sqlglot.parse_one(e.sql("snowflake"), read="snowflake") == e
+    # sqlglot has no grammar for tasks: exactly these stay raw, checked by test_the_task below.
+    assert [r.split(":")[0] for r in raw] == ["020_refresh_task.sql"] * 2
+    assert "CREATE TASK IF NOT EXISTS refresh_orders_agg" in raw[0]
+    assert raw[1].endswith("ALTER TASK refresh_orders_agg RESUME")
+
+
+def test_dynamic_tables_keep_the_seeds_columns_and_add_honest_counts() -> None:
+    """Both layers are dynamic tables (lag DOWNSTREAM, configured warehouse), seed columns first."""
+    for file, table, columns in (
+        ("010_orders_derived.sql", "orders_derived", SEED_DERIVED),
+        ("011_orders_aggregated.sql", "orders_aggregated", SEED_AGGREGATED + HONEST_COUNTS),
+    ):
+        (create,) = _parsed(file)
+        assert isinstance(create, exp.Create) and create.this.name == table
+        props = {
+            p.name.upper(): p.text("value") for p in create.args["properties"].expressions
+            if isinstance(p, exp.Property) and not isinstance(p, exp.DynamicProperty)
+        }
+        props_all = create.args["properties"].expressions
+        assert any(isinstance(p, exp.DynamicProperty) for p in props_all)
+        assert props == {"TARGET_LAG": "DOWNSTREAM", "WAREHOUSE": "TRANSFORM_WH"}
+        assert create.args.get("exists"), "IF NOT EXISTS: init and run must not rebuild it"
+        assert [s.alias_or_name for s in create.expression.selects] == columns
+    (agg,) = _parsed("011_orders_aggregated.sql")
+    sums = {s.alias: s.this for s in agg.expression.selects if s.alias}
+    # The seed's misleading names stay sums of amounts; the honest ones count orders.
+    assert isinstance(sums["total_high_value_orders"], exp.Sum)
+    assert isinstance(sums["high_value_order_count"], exp.Count)
+
+
+def test_the_task() -> None:
+    """refresh_orders_agg: every 2 minutes, on the configured warehouse, refreshes the aggregate."""
+    task = warehouse.task_definition(NAMES)
+    assert task == {
+        "name": "refresh_orders_agg", "WAREHOUSE": "TRANSFORM_WH", "SCHEDULE": "2 MINUTE",
+        "body": "ALTER DYNAMIC TABLE orders_aggregated REFRESH",
+    }
+    assert warehouse.refresh_statement() == task["body"]
+    layers = [ly.name for ly in warehouse.layers()]
+    assert layers == ["orders_derived", "orders_aggregated"]
+
+
+def test_snowflake_ddl_runs_the_files_as_written_with_validated_names() -> None:
+    """On Snowflake the files run verbatim (rendered), in order; a bad name is refused."""
+    ddl = warehouse.snowflake_ddl(NAMES)
+    heads = [" ".join(ln for ln in s.splitlines() if not ln.startswith("--")).split()[:7]
+             for s in ddl]
+    assert [" ".join(h) for h in heads] == [
+        "CREATE DYNAMIC TABLE IF NOT EXISTS orders_derived",
+        "CREATE DYNAMIC TABLE IF NOT EXISTS orders_aggregated",
+        "CREATE TASK IF NOT EXISTS refresh_orders_agg WAREHOUSE",
+        "ALTER TASK refresh_orders_agg RESUME",
+    ]
+    assert all("{{" not in s for s in ddl)
+    assert sum("WAREHOUSE = TRANSFORM_WH" in s for s in ddl) == 3
+    with pytest.raises(TargetConfigError, match="SNOWFLAKE_WAREHOUSE"):
+        warehouse.snowflake_ddl({"warehouse": "WH; DROP TABLE raw_orders"})
+
+
+def test_local_translation_is_produced_from_the_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Change the file's SELECT and the local table changes: nothing is kept in a second copy."""
+    con = duckdb.connect()
+    for stmt in sqlfiles.statements("001", {}, dialect="duckdb"):
+        con.execute(stmt)
+    con.execute(
+        "INSERT INTO raw_orders VALUES ('a', 'c1', TIMESTAMP '2026-01-05 10:00:00', 'DELIVERED', "
+        "150.00, 'p', 1), ('b', 'c2', TIMESTAMP '2026-01-06 10:00:00', 'PENDING', 60.00, 'p', 2)"
+    )
+    warehouse.materialize(con, "duckdb")
+    q = "SELECT high_value_order_count, total_high_value_orders FROM orders_aggregated"
+    assert con.execute(q).fetchall() == [(1, 150)]
+    files = tuple(
+        (n, t.replace("amount > 100", "amount > 50") if n.startswith("010") else t)
+        for n, t in sqlfiles.files()
+    )
+    monkeypatch.setattr(sqlfiles, "files", lambda: files)
+    (derived, _) = warehouse.layers()
+    assert "amount > 50" in derived.local_sql("duckdb")
+    warehouse.materialize(con, "duckdb")
+    assert con.execute(q).fetchall() == [(2, 210)]
+
+
+def _days_expr(dialect: str, now: str | None = None) -> str:
+    """days_since_order as the file writes it, translated; ``now`` replaces SYSDATE()."""
+    (derived, _) = warehouse.layers()
+    (expr,) = [s.this for s in derived.select.selects if s.alias == "days_since_order"]
+    expr = expr.copy()
+    if now is not None:
+        expr = expr.transform(
+            lambda n: exp.cast(exp.Literal.string(now), "TIMESTAMP")
+            if isinstance(n, exp.CurrentTimestamp) else n
+        )
+    return expr.sql(dialect)
+
+
+def test_days_since_order_counts_day_boundaries_in_utc() -> None:
+    """DATEDIFF('day') counts midnights crossed (23:59:59 is a day before), in any session zone."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (order_date TIMESTAMP)")
+    fixed = _days_expr("duckdb", now="2026-01-01 00:00:01")
+    con.execute(
+        "INSERT INTO t VALUES (TIMESTAMP '2025-12-31 23:59:59'), (TIMESTAMP '2026-01-01 00:00:00'),"
+        " (TIMESTAMP '2025-12-29 00:00:02')"
+    )
+    assert [r[0] for r in con.execute(f"SELECT {fixed} FROM t").fetchall()] == [1, 0, 3]  # noqa: S608
+    # With the real "now": the same count whatever the session's time zone.
+    today = dt.datetime.now(dt.UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
+    con.execute("DELETE FROM t")
+    dates = [today, today - dt.timedelta(seconds=1), today - dt.timedelta(days=40, hours=-5)]
+    con.executemany("INSERT INTO t VALUES (?)", [(d,) for d in dates])
+    live = _days_expr("duckdb")
+    assert "UTC" in live
+    for zone in ("America/Los_Angeles", "Pacific/Kiritimati", "UTC"):
+        con.execute(f"SET TimeZone = '{zone}'")
+        got = [r[0] for r in con.execute(f"SELECT {live} FROM t").fetchall()]  # noqa: S608
+        assert got == [0, 1, 40], zone
+
+
+def test_history_queries_parse() -> None:
+    """`tasks` reads TASK_HISTORY on Snowflake and cdc_task_history locally: both parse."""
+    sf = sqlglot.parse_one(warehouse.history_sql(local=False), read="snowflake")
+    assert "TASK_HISTORY" in sf.sql("snowflake") and "REFRESH_ORDERS_AGG" in sf.sql("snowflake")
+    local = sqlglot.parse_one(warehouse.history_sql(local=True), read="duckdb")
+    assert isinstance(local, exp.Select)
