@@ -23,10 +23,15 @@ from .sinks.base import Sink, Writer
 log = logs.get("consumer")
 
 
-def _apply(writer: Writer, batch: Batch) -> float:
+def _apply(writer: Writer, batch: Batch) -> tuple[float, int]:
+    """Apply on the worker's thread; returns the seconds taken and the retries it needed.
+
+    A writer that retries transient errors itself counts them in ``retries``.
+    """
+    before = getattr(writer, "retries", 0)
     t0 = time.perf_counter()
     writer.apply(batch)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, getattr(writer, "retries", 0) - before
 
 
 async def consume(
@@ -42,7 +47,7 @@ async def consume(
     """Apply everything put on ``queue`` until its end-of-stream marker, then return."""
     loop = asyncio.get_running_loop()
     executor = ThreadPoolExecutor(1, thread_name_prefix=f"cdc-worker-{worker}")
-    inflight: asyncio.Future[float] | None = None
+    inflight: asyncio.Future[tuple[float, int]] | None = None
     inflight_batch: Batch | None = None
     writer: Writer | None = None
 
@@ -51,7 +56,14 @@ async def consume(
         nonlocal inflight, inflight_batch
         if inflight is None or inflight_batch is None:
             return
-        seconds = await inflight
+        try:
+            seconds, retries = await inflight
+        except BaseException:
+            metrics.errors.inc()
+            raise
+        if retries:
+            stats.retries += retries
+            metrics.retries.inc(retries)
         b = inflight_batch
         inflight = inflight_batch = None
         for op, n in b.counts.items():

@@ -272,6 +272,7 @@ class Service:
             generated_total=st.generated_total,
             applied_total=st.applied_total,
             skipped=st.skipped,
+            retries=st.retries,
             batches=st.batches,
             elapsed_s=round(elapsed, 3),
             events_per_s=round(st.applied_total / max(elapsed, 1e-9)),
