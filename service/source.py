@@ -12,11 +12,12 @@ exits as soon as the parent closes the pipe or dies.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import multiprocessing
 import pickle
 import signal
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
@@ -24,8 +25,8 @@ from .events import Event, Op
 from .generator import OrderStream, StreamIdentity, as_event
 
 #: Events per message from the child: big enough that the pipe and pickling
-#: cost little per event (~8 MB of tuples at most in flight).
-BLOCK = 8192
+#: cost little per event.
+BLOCK = 4096
 
 
 class GeneratorDied(Exception):
@@ -87,7 +88,9 @@ def _read(conn: Connection) -> list[Event]:
 
 
 class ProcessSource:
-    """The generator in a child process; blocks are read one ahead on a helper thread."""
+    """The generator in a child process; a reader thread keeps a few blocks ready."""
+
+    AHEAD = 4  # blocks buffered in this process (~1 MB each)
 
     def __init__(self, identity: StreamIdentity, limit: int | None) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -97,26 +100,43 @@ class ProcessSource:
         )
         self._proc.start()
         child_end.close()
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="cdc-generator-reader")
-        self._next: asyncio.Future[list[Event]] | None = None
+        self._blocks: asyncio.Queue[list[Event] | None] | None = None
+        self._reader: threading.Thread | None = None
         self._buf: list[Event] = []
         self._pos = 0
         self.seq = 0
         self.counts = {Op.INSERT: 0, Op.UPDATE: 0, Op.DELETE: 0}
 
+    def _read_loop(self, loop: asyncio.AbstractEventLoop, blocks: asyncio.Queue[Any]) -> None:
+        """Read blocks as fast as they come, waiting while ``AHEAD`` are unconsumed."""
+        while True:
+            try:
+                block: list[Event] | None = _read(self._conn)
+            except (EOFError, OSError):
+                block = None  # the child is done, or gone
+            try:
+                asyncio.run_coroutine_threadsafe(blocks.put(block), loop).result()
+            except (RuntimeError, concurrent.futures.CancelledError):
+                return  # the loop is closing
+            if block is None:
+                return
+
     async def _block(self) -> list[Event]:
-        loop = asyncio.get_running_loop()
-        if self._next is None:
-            self._next = loop.run_in_executor(self._reader, _read, self._conn)
-        try:
-            block = await self._next
-        except (EOFError, OSError):
+        if self._blocks is None:
+            self._blocks = asyncio.Queue(self.AHEAD)
+            self._reader = threading.Thread(
+                target=self._read_loop,
+                args=(asyncio.get_running_loop(), self._blocks),
+                name="cdc-generator-reader",
+                daemon=True,
+            )
+            self._reader.start()
+        block = await self._blocks.get()
+        if block is None:
             self._proc.join(1)
             raise GeneratorDied(
                 f"the generator process ended early (exit code {self._proc.exitcode})"
-            ) from None
-        # Read the next block while this one is being routed.
-        self._next = loop.run_in_executor(self._reader, _read, self._conn)
+            )
         return block
 
     async def take(self, n: int) -> list[Event]:
@@ -134,13 +154,16 @@ class ProcessSource:
         return out
 
     def close(self) -> None:
-        """Stop the child; a read in flight ends with the pipe."""
+        """Stop the child; the reader thread ends with the pipe."""
         if self._proc.is_alive():
             self._proc.kill()
         self._proc.join(5)
-        if self._next is not None:
-            self._next.cancel()
-        self._reader.shutdown(wait=True, cancel_futures=True)
+        if self._blocks is not None:
+            # Unblock a reader waiting for room, so it sees the end of the pipe.
+            while not self._blocks.empty():
+                self._blocks.get_nowait()
+        if self._reader is not None:
+            self._reader.join(2)
         self._conn.close()
 
 
