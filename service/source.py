@@ -12,7 +12,6 @@ exits as soon as the parent closes the pipe or dies.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import gc
 import multiprocessing
 import pickle
@@ -102,28 +101,33 @@ class ProcessSource:
         child_end.close()
         self._blocks: asyncio.Queue[list[Event] | None] | None = None
         self._reader: threading.Thread | None = None
+        self._room = threading.Semaphore(self.AHEAD)
+        self._closing = False
         self._buf: list[Event] = []
         self._pos = 0
         self.seq = 0
         self.counts = {Op.INSERT: 0, Op.UPDATE: 0, Op.DELETE: 0}
 
     def _read_loop(self, loop: asyncio.AbstractEventLoop, blocks: asyncio.Queue[Any]) -> None:
-        """Read blocks as fast as they come, waiting while ``AHEAD`` are unconsumed."""
+        """Read blocks as they come, holding at most ``AHEAD`` unconsumed."""
         while True:
+            self._room.acquire()
+            if self._closing:
+                return
             try:
                 block: list[Event] | None = _read(self._conn)
             except (EOFError, OSError):
                 block = None  # the child is done, or gone
             try:
-                asyncio.run_coroutine_threadsafe(blocks.put(block), loop).result()
-            except (RuntimeError, concurrent.futures.CancelledError):
-                return  # the loop is closing
+                loop.call_soon_threadsafe(blocks.put_nowait, block)
+            except RuntimeError:
+                return  # the loop is closed
             if block is None:
                 return
 
     async def _block(self) -> list[Event]:
         if self._blocks is None:
-            self._blocks = asyncio.Queue(self.AHEAD)
+            self._blocks = asyncio.Queue()
             self._reader = threading.Thread(
                 target=self._read_loop,
                 args=(asyncio.get_running_loop(), self._blocks),
@@ -132,6 +136,7 @@ class ProcessSource:
             )
             self._reader.start()
         block = await self._blocks.get()
+        self._room.release()
         if block is None:
             self._proc.join(1)
             raise GeneratorDied(
@@ -155,13 +160,11 @@ class ProcessSource:
 
     def close(self) -> None:
         """Stop the child; the reader thread ends with the pipe."""
+        self._closing = True
         if self._proc.is_alive():
             self._proc.kill()
         self._proc.join(5)
-        if self._blocks is not None:
-            # Unblock a reader waiting for room, so it sees the end of the pipe.
-            while not self._blocks.empty():
-                self._blocks.get_nowait()
+        self._room.release()  # a reader waiting for room wakes up and sees _closing
         if self._reader is not None:
             self._reader.join(2)
         self._conn.close()
