@@ -100,9 +100,6 @@ class Settings(BaseModel):
     refresh_interval: float = Field(
         120.0, gt=0, description="seconds between local refreshes of the warehouse layers"
     )
-    generator_process: Literal["auto", "on", "off"] = Field(
-        "auto", description="generate in a child process (auto: for unthrottled runs of 100k+ events)"
-    )
     emulator_path: Path | None = Field(
         None, description="emulator target: keep its database in this folder"
     )

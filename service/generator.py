@@ -169,7 +169,7 @@ class OrderStream:
         return list(map(as_event, self.take_tuples(n)))
 
     def take_tuples(self, n: int) -> list[tuple[Any, ...]]:
-        """The next ``n`` events as plain tuples (cheap to pickle; ``as_event`` makes them Events).
+        """The next ``n`` events as plain tuples (``as_event`` makes them Events).
 
         One flat loop with everything in locals: this runs once per event,
         the hottest code in the service.

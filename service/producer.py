@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from asyncio_throttle import Throttler  # type: ignore[attr-defined]
 
 from .events import Op
+from .generator import OrderStream
 from .metrics import Metrics, Stats
 from .partition import Router
 from .queue import EventQueue
-from .source import Source
 
 #: Events generated per step when unthrottled. Big enough to amortise the
 #: hand-over, small enough to keep the loop responsive (about 2-5 ms of work).
@@ -31,7 +31,7 @@ def chunk_size(rate: float) -> int:
 
 
 async def produce(
-    source: Source,
+    stream: OrderStream,
     router: Router,
     queues: Sequence[EventQueue],
     stopping: asyncio.Event,
@@ -55,16 +55,16 @@ async def produce(
         period = max(0.1, size / rate)
         throttle = Throttler(rate_limit=rate * period / size, period=period)  # type: ignore[arg-type]
     workers = len(queues)
-    counts = source.counts
+    counts = stream.counts
     while not stopping.is_set():
-        n = size if events is None else min(size, events - source.seq)
+        n = size if events is None else min(size, events - stream.seq)
         if n <= 0 or (deadline is not None and loop.time() >= deadline):
             break
         if throttle is not None:
             await throttle.acquire()  # type: ignore[no-untyped-call]
         before = dict(counts)
         skipped = router.skipped
-        batch = await source.take(n)
+        batch = stream.take(n)
         routed = router.route(batch, workers)
         made = {op: counts[op] - before[op] for op in counts}
         if router.skipped != skipped:

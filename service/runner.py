@@ -28,7 +28,7 @@ from . import logs, warehouse
 from .checkpoint import resolve
 from .config import Config, ConfigError
 from .consumers import consume
-from .generator import StreamIdentity
+from .generator import OrderStream, StreamIdentity
 from .http import HttpServer
 from .metrics import Metrics, Stats
 from .partition import Router
@@ -36,7 +36,6 @@ from .producer import produce
 from .queue import EventQueue
 from .sinks import make_sink
 from .sinks.base import Sink
-from .source import Source, make_source
 
 log = logs.get("runner")
 
@@ -72,7 +71,7 @@ class Service:
         self.stats = Stats()
         self.state = State()
         self.identity: StreamIdentity | None = None
-        self.source: Source | None = None
+        self.stream: OrderStream | None = None
         self.queues: list[EventQueue] = []
         self._stopping = asyncio.Event()
         self._forced = asyncio.Event()
@@ -159,14 +158,14 @@ class Service:
             # Millions of short-lived event tuples a second: young collections
             # every 700 allocations cost a third of the generator's time.
             gc.set_threshold(100_000, 50, 100)
-            source = self.source = make_source(identity, s.events, s.rate, s.generator_process)
+            stream = self.stream = OrderStream(identity)
             router = Router(identity.partitions, s.workers, self._checkpoints)
             per_worker = max(1, s.queue_size // s.workers)
             self.queues = [EventQueue(per_worker) for _ in range(s.workers)]
             self.state.ready = True
             if self._on_start is not None:
                 self._on_start(self)
-            pipeline = asyncio.ensure_future(self._pipeline(source, router))
+            pipeline = asyncio.ensure_future(self._pipeline(stream, router))
             reporter = asyncio.ensure_future(self._report())
             refresher = asyncio.ensure_future(
                 warehouse.schedule(self.sink, s.refresh_interval, self.metrics)
@@ -199,21 +198,19 @@ class Service:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             self.state.ready = False
-            if self.source is not None:
-                self.source.close()
             gc.unfreeze()
             gc.set_threshold(*_GC_DEFAULT)
             await asyncio.to_thread(self.sink.close)
             if http is not None:
                 await http.stop()
 
-    async def _pipeline(self, source: Source, router: Router) -> None:
+    async def _pipeline(self, stream: OrderStream, router: Router) -> None:
         s = self.settings
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(
                     produce(
-                        source,
+                        stream,
                         router,
                         self.queues,
                         self._stopping,
@@ -280,5 +277,5 @@ class Service:
             elapsed_s=round(elapsed, 3),
             events_per_s=round(st.applied_total / max(elapsed, 1e-9)),
             producer_blocked_s=round(st.blocked_seconds, 3),
-            stream_seq=self.source.seq if self.source else 0,
+            stream_seq=self.stream.seq if self.stream else 0,
         )

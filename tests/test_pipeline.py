@@ -53,8 +53,6 @@ def test_any_worker_count_and_batch_size_give_the_identical_table(
         flush_interval=flush_interval,
         duckdb_path=str(db),
         target="duckdb",
-        # Both sources of events: in this process, and the child process.
-        generator_process="on" if workers % 2 else "off",
     )
     assert service.stats.applied_total == n
     assert duckdb_rows(db) == replay(identity(), n)
