@@ -180,7 +180,9 @@ class Config(BaseModel):
     def target(self) -> str:
         if self.settings.target is not None:
             return self.settings.target
-        return "snowflake" if self.snowflake.configured else "duckdb"
+        s = self.settings
+        creds = self.snowflake.configured or s.credentials is not None or s.connection is not None
+        return "snowflake" if creds else "duckdb"
 
 
 def _setting_name(field: str, flags: Mapping[str, Any], prefix: str) -> str:

@@ -15,7 +15,17 @@ def make_sink(config: Config) -> Sink:
     if target == "duckdb":
         from .duckdb import DuckDBSink
 
-        return DuckDBSink(s.duckdb_path, s.shard, setting=config.name_of("duckdb_path"))
+        return DuckDBSink(
+            s.duckdb_path, s.shard, setting=config.name_of("duckdb_path"), workers=s.workers
+        )
+    if target == "snowflake":
+        from .snowflake import SnowflakeSink
+
+        return SnowflakeSink(config)
+    if target == "emulator":
+        from .emulator import EmulatorSink
+
+        return EmulatorSink(config)
     if target == "null":
         from .null import NullSink
 

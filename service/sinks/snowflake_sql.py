@@ -1,0 +1,205 @@
+"""Pure builders for the Snowflake sink: each returns ``(sql, params)``, nothing executes.
+
+Values are always bound by the connector (paramstyle ``pyformat``: ``%s``);
+the only things formatted into SQL text are placeholders and fixed names.
+Every statement that carries a list of rows is chunked so that no list has
+more than Snowflake's 16,384 expressions and no statement text exceeds about
+1 MB (Snowflake's limit; the connector renders pyformat values into the text,
+so the estimate counts the rendered values).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator, Sequence
+from decimal import Decimal
+from typing import Any, NamedTuple, TypeVar
+
+from ..events import COLUMNS, Batch, Event
+
+#: Snowflake's limit on the expressions of one list (``IN (...)``, a ``VALUES`` list).
+MAX_LIST = 16_384
+#: Snowflake rejects statement text over 1 MB; stay clear of it.
+MAX_TEXT = 900_000
+
+_EPOCH = dt.datetime(1970, 1, 1)
+_ROW = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
+_COLS = ", ".join(COLUMNS)
+
+#: ``executemany`` rewrites this into one multi-row INSERT (pyformat only).
+INSERT = (
+    "INSERT INTO raw_orders (order_id, customer_id, order_date, status, amount, product_id, "
+    "quantity) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+)
+
+_UPDATE = (
+    "UPDATE raw_orders SET customer_id = v.customer_id, "
+    "order_date = CAST(v.order_date AS TIMESTAMP_NTZ), status = v.status, "
+    "amount = CAST(v.amount AS NUMBER(12, 2)), product_id = v.product_id, "
+    "quantity = CAST(v.quantity AS INTEGER) "
+    "FROM (VALUES {rows}) AS v ({cols}) WHERE raw_orders.order_id = v.order_id"
+)
+_DELETE = "DELETE FROM raw_orders WHERE order_id IN ({ids})"
+_CHECKPOINT = (
+    "MERGE INTO cdc_checkpoints AS t USING ("
+    "SELECT column1 AS shard, column2 AS partition_id, column3 AS last_seq, "
+    "column4 AS updated_at FROM VALUES {rows}) AS s "
+    "ON t.shard = s.shard AND t.partition_id = s.partition_id "
+    "WHEN MATCHED THEN UPDATE SET last_seq = s.last_seq, updated_at = s.updated_at "
+    "WHEN NOT MATCHED THEN INSERT (shard, partition_id, last_seq, updated_at) "
+    "VALUES (s.shard, s.partition_id, s.last_seq, s.updated_at)"
+)
+READ_CHECKPOINT = "SELECT last_seq FROM cdc_checkpoints WHERE shard = %s AND partition_id = %s"
+READ_CHECKPOINTS = "SELECT partition_id, last_seq FROM cdc_checkpoints WHERE shard = %s"
+READ_IDENTITY = "SELECT identity FROM cdc_streams WHERE shard = %s"
+
+T = TypeVar("T")
+
+
+class Statement(NamedTuple):
+    """One round trip. ``many``: ``params`` is a sequence of rows for ``executemany``.
+
+    ``replayable``: running it twice in a transaction does what running it once
+    does (UPDATE to an after-image, DELETE, MERGE). An INSERT is not.
+    """
+
+    sql: str
+    params: Sequence[Any]
+    many: bool = False
+    replayable: bool = True
+
+    @property
+    def verb(self) -> str:
+        return self.sql.split(None, 1)[0].upper()
+
+
+def row(ev: Event) -> tuple[Any, ...]:
+    """An event's after-image as bound values: UTC-naive datetime, Decimal amount."""
+    return (
+        ev.order_id,
+        ev.customer_id,
+        _EPOCH + dt.timedelta(seconds=ev.order_ts),  # type: ignore[arg-type]
+        ev.status,
+        Decimal(ev.amount_cents).scaleb(-2),  # type: ignore[arg-type]
+        ev.product_id,
+        ev.quantity,
+    )
+
+
+def _row_text(ev: Event) -> int:
+    """An upper bound on the rendered length of an event's row.
+
+    Strings are quoted (2) and separated (2); the datetime renders as 19 to 26
+    characters, the amount and quantity as their digits.
+    """
+    return (
+        len(ev.order_id) + len(ev.customer_id or "") + len(ev.status or "")
+        + len(ev.product_id or "") + 26 + 24 + 12 + 7 * 4 + 4
+    )
+
+
+def chunks(items: Sequence[T], size: Callable[[T], int], max_rows: int = MAX_LIST,
+           max_text: int = MAX_TEXT) -> Iterator[Sequence[T]]:
+    """Consecutive slices of ``items`` of at most ``max_rows`` items and ``max_text`` bytes."""
+    max_rows = max(1, min(max_rows, MAX_LIST))
+    start, text = 0, 0
+    for i, item in enumerate(items):
+        n = size(item)
+        if i > start and (i - start >= max_rows or text + n > max_text):
+            yield items[start:i]
+            start, text = i, 0
+        text += n
+    if start < len(items):
+        yield items[start:]
+
+
+def inserts(events: Sequence[Event], max_rows: int = MAX_LIST) -> list[Statement]:
+    """One ``executemany`` INSERT per chunk (the connector sends each as one multi-row INSERT)."""
+    return [
+        Statement(INSERT, [row(ev) for ev in chunk], many=True, replayable=False)
+        for chunk in chunks(events, _row_text, max_rows, MAX_TEXT - len(INSERT))
+    ]
+
+
+def updates(events: Sequence[Event], max_rows: int = MAX_LIST) -> list[Statement]:
+    """One ``UPDATE ... FROM (VALUES ...)`` per chunk: the full after-image of each order."""
+    out = []
+    for chunk in chunks(events, _row_text, max_rows, MAX_TEXT - len(_UPDATE)):
+        sql = _UPDATE.format(rows=", ".join([_ROW] * len(chunk)), cols=_COLS)
+        out.append(Statement(sql, [v for ev in chunk for v in row(ev)]))
+    return out
+
+
+def deletes(order_ids: Sequence[str], max_rows: int = MAX_LIST) -> list[Statement]:
+    """One ``DELETE ... WHERE order_id IN (...)`` per chunk."""
+    return [
+        Statement(_DELETE.format(ids=", ".join(["%s"] * len(chunk))), list(chunk))
+        for chunk in chunks(order_ids, lambda oid: len(oid) + 4, max_rows, MAX_TEXT - len(_DELETE))
+    ]
+
+
+def checkpoint(shard: str, checkpoints: dict[int, int], now: dt.datetime) -> Statement:
+    """One MERGE of every partition's checkpoint (a batch touches at most a few thousand)."""
+    items = sorted(checkpoints.items())
+    rows = ", ".join(["(%s, %s, %s, %s)"] * len(items))
+    params = [v for p, seq in items for v in (shard, p, seq, now)]
+    return Statement(_CHECKPOINT.format(rows=rows), params)
+
+
+def plan(batch: Batch, shard: str, now: dt.datetime, max_rows: int = MAX_LIST) -> list[Statement]:
+    """Every statement of a batch's transaction, in order (COMMIT is the caller's)."""
+    return [
+        *inserts(batch.inserts, max_rows),
+        *updates(batch.updates, max_rows),
+        *deletes(batch.deletes, max_rows),
+        checkpoint(shard, batch.checkpoints, now),
+    ]
+
+
+def round_trips(batch: Batch, max_rows: int = MAX_LIST) -> int:
+    """Requests one batch costs: its statements and the COMMIT (no BEGIN: autocommit is off).
+
+    Counted as ``plan`` would chunk, without building any statement.
+    """
+    def n(items: Sequence[Any], size: Callable[[Any], int], overhead: int) -> int:
+        return sum(1 for _ in chunks(items, size, max_rows, MAX_TEXT - overhead))
+
+    return (
+        n(batch.inserts, _row_text, len(INSERT))
+        + n(batch.updates, _row_text, len(_UPDATE))
+        + n(batch.deletes, lambda oid: len(oid) + 4, len(_DELETE))
+        + 2  # the checkpoint MERGE and the COMMIT
+    )
+
+
+def order_prefix(shard: str) -> str:
+    return f"ORD-{shard}-"
+
+
+def reset_shard(shard: str) -> list[Statement]:
+    """Drop a shard's rows, checkpoints and stream record."""
+    return [
+        Statement("DELETE FROM raw_orders WHERE STARTSWITH(order_id, %s)", [order_prefix(shard)]),
+        Statement("DELETE FROM cdc_checkpoints WHERE shard = %s", [shard]),
+        Statement("DELETE FROM cdc_streams WHERE shard = %s", [shard]),
+    ]
+
+
+def save_identity(shard: str, identity: str, now: dt.datetime) -> Statement:
+    """Record the shard's stream unless it is recorded already."""
+    return Statement(
+        "MERGE INTO cdc_streams AS t USING (SELECT column1 AS shard, column2 AS identity, "
+        "column3 AS created_at FROM VALUES (%s, %s, %s)) AS s ON t.shard = s.shard "
+        "WHEN NOT MATCHED THEN INSERT (shard, identity, created_at) "
+        "VALUES (s.shard, s.identity, s.created_at)",
+        [shard, identity, now],
+    )
+
+
+def use_schema(database: str, schema: str) -> list[str]:
+    """Create (if missing) and select the database and schema; names are validated identifiers."""
+    return [
+        f"CREATE DATABASE IF NOT EXISTS {database}",
+        f"CREATE SCHEMA IF NOT EXISTS {database}.{schema}",
+        f"USE SCHEMA {database}.{schema}",
+    ]
