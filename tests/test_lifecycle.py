@@ -303,3 +303,50 @@ def test_the_shutdown_timeout_and_a_second_signal_force_exit(tmp_path: Path) -> 
         ckpts = duckdb_checkpoints(db)
         assert ckpts
         assert duckdb_rows(db) == expected_at_checkpoints(identity(), ckpts)
+
+
+def test_healthz_fails_when_no_commit_lands_while_events_wait(tmp_path: Path) -> None:
+    """A sink that hangs: /healthz turns 503 after CDC_STALL_TIMEOUT; /readyz stays 200."""
+    import asyncio
+    import threading
+
+    from service.runner import Service
+    from service.sinks.null import NullSink
+
+    from .conftest import config
+
+    release = threading.Event()
+
+    class Hanging(NullSink):
+        def writer(self, worker: int):  # type: ignore[no-untyped-def]
+            class W:
+                def apply(self, batch: object) -> None:
+                    release.wait(30)  # a warehouse that never answers
+
+                def close(self) -> None: ...
+
+            return W()
+
+    port = free_port()
+    service = Service(
+        config(events=50_000, http_port=port, http_host="127.0.0.1", stall_timeout=1.0, workers=1),
+        sink=Hanging(),
+    )
+    seen: list[tuple[int, int]] = []
+
+    async def main() -> None:
+        task = asyncio.ensure_future(service.run())
+        loop = asyncio.get_running_loop()
+        for _ in range(60):
+            await asyncio.sleep(0.1)
+            health = await loop.run_in_executor(None, get, port, "/healthz")
+            ready = await loop.run_in_executor(None, get, port, "/readyz")
+            seen.append((health[0], ready[0]))
+            if health[0] == 503:
+                break
+        release.set()
+        await task
+
+    asyncio.run(main())
+    assert seen[0][0] == 200, "healthy at first"
+    assert seen[-1] == (503, 200), seen
