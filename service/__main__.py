@@ -30,9 +30,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    """Flags of ``run`` (and ``bench``). Each has a ``CDC_<NAME>`` variable; the flag wins."""
+    """Flags of ``run``. Each has a ``CDC_<NAME>`` variable; the flag wins."""
+    _add_target_flags(p)
     a = p.add_argument
-    a("--target", choices=TARGETS, help="where to apply the stream [CDC_TARGET]")
     a("--events", help="stop after this many events of the stream [CDC_EVENTS]")
     a("--duration", help="stop after this many seconds [CDC_DURATION]")
     a("--rate", help="events per second, 0 = as fast as possible [CDC_RATE]")
@@ -49,37 +49,31 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         help="events queued before the producer waits (default 10000) [CDC_QUEUE_SIZE]",
     )
     a(
-        "--duckdb-path",
-        help="the embedded default's file (default data/ecomm.duckdb) [CDC_DUCKDB_PATH]",
-    )
-    a("--shard", help="this replica's shard, part of every order id (default 0) [CDC_SHARD]")
-    a(
         "--reset",
         action="store_true",
         default=None,
         help="drop the stream the target holds and start this one",
     )
     a("--http-port", help="health and metrics port, 0 = off (default 8080) [CDC_HTTP_PORT]")
-    a("--log-format", help="auto, json or console [CDC_LOG_FORMAT]")
-    a("--log-level", help="debug, info, warning or error [CDC_LOG_LEVEL]")
     a(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="progress bar (default: on for a bounded run in a terminal)",
     )
-    _add_target_flags(p)
 
 
 def _add_target_flags(p: argparse.ArgumentParser) -> None:
     """Flags that say which target to talk to (every command has them)."""
     a = p.add_argument
-    if not any(o == "--target" for act in p._actions for o in act.option_strings):
-        a("--target", choices=TARGETS, help="the target [CDC_TARGET]")
-        a("--duckdb-path", help="the embedded default's file [CDC_DUCKDB_PATH]")
-        a("--shard", help="the shard [CDC_SHARD]")
-        a("--log-format", help="auto, json or console [CDC_LOG_FORMAT]")
-        a("--log-level", help="debug, info, warning or error [CDC_LOG_LEVEL]")
+    a("--target", choices=TARGETS, help="duckdb, snowflake, emulator or null [CDC_TARGET]")
+    a(
+        "--duckdb-path",
+        help="the embedded default's file (default data/ecomm.duckdb) [CDC_DUCKDB_PATH]",
+    )
+    a("--shard", help="this replica's shard, part of every order id (default 0) [CDC_SHARD]")
+    a("--log-format", help="auto, json or console [CDC_LOG_FORMAT]")
+    a("--log-level", help="debug, info, warning or error [CDC_LOG_LEVEL]")
     a("--credentials", help="snowflake_credentials.json of the original project [CDC_CREDENTIALS]")
     a("--connection", help="a connection name in the connector's connections.toml [CDC_CONNECTION]")
 
