@@ -76,8 +76,8 @@ class Emulator:
             raise TargetConfigError(
                 "--target", "the emulator needs fakesnow: pip install 'ecomm-cdc[emulator]'"
             ) from None
-        _quiet()
         server_module = fakesnow_server()
+        _quiet()  # after the import: fakesnow.server sets its own logger to INFO on import
         if self.path is not None:
             self.path.mkdir(parents=True, exist_ok=True)
         # A fresh database per start; in a folder, the same files across restarts.
