@@ -135,39 +135,34 @@ def _run(config: Config) -> int:
     s = config.settings
     logs.configure(s.log_format, s.log_level)
     log = logs.get("service")
-    service = Service(config)
+    target = config.target
     progress = _progress_hook(config)
+    applied = 0
 
     async def main() -> int:
+        nonlocal applied
+        service = Service(config, on_start=progress)
         try:
-            if progress is not None:
-                service._on_start = progress
             await service.run()
             return EXIT_OK
         finally:
+            applied = service.stats.applied_total
             if progress is not None:
                 progress(None)
 
     try:
         return _uvloop_run(main)
-    except (ConfigError, TargetConfigError) as exc:
-        return _fail(EXIT_CONFIG, str(exc))
-    except StreamMismatch as exc:
+    except (ConfigError, TargetConfigError, StreamMismatch) as exc:
         return _fail(EXIT_CONFIG, str(exc))
     except ForcedExit:
-        log.error(
-            "service.exit",
-            code=EXIT_RUNTIME,
-            reason="drain abandoned",
-            applied=service.stats.applied_total,
-        )
+        log.error("service.exit", code=EXIT_RUNTIME, reason="drain abandoned", applied=applied)
         sys.stdout.flush()
         os._exit(EXIT_RUNTIME)  # worker threads may still sit in a driver call
     except SinkError as exc:
-        log.error("service.failed", error=str(exc), target=service.sink.name)
+        log.error("service.failed", error=str(exc), target=target)
         return EXIT_RUNTIME
     except Exception as exc:
-        log.error("service.crashed", error=f"{type(exc).__name__}: {exc}", target=service.sink.name)
+        log.error("service.crashed", error=f"{type(exc).__name__}: {exc}", target=target)
         return EXIT_RUNTIME
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from .events import Event, Op, Status
 
 #: A plain 9-tuple as an Event, without a copy through ``Event.__new__``'s arguments.
-as_event: Callable[[tuple[Any, ...]], Event] = functools.partial(tuple.__new__, Event)  # type: ignore[assignment]
+as_event: Callable[[tuple[Any, ...]], Event] = functools.partial(tuple.__new__, Event)
 
 #: Bump when a change would alter the stream for the same settings.
 GENERATOR_VERSION = 1

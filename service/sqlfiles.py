@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from functools import cache
 from importlib import resources
+from typing import cast
 
 import sqlglot
 from sqlglot import exp
@@ -33,9 +34,8 @@ def render(text: str, names: dict[str, str]) -> str:
 
 def parse(text: str) -> list[exp.Expression]:
     """Parse Snowflake SQL strictly (an unparseable statement raises)."""
-    return [  # type: ignore[misc]
-        e for e in sqlglot.parse(text, read="snowflake", error_level=sqlglot.ErrorLevel.RAISE) if e
-    ]
+    parsed = sqlglot.parse(text, read="snowflake", error_level=sqlglot.ErrorLevel.RAISE)
+    return [cast(exp.Expression, e) for e in parsed if e is not None]
 
 
 def statements(prefix: str, names: dict[str, str], dialect: str = "snowflake") -> list[str]:
