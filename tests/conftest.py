@@ -49,3 +49,26 @@ def cli(
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "ecomm.duckdb"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without CDC_/SNOWFLAKE_ settings, plus ``extra``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "SNOWFLAKE_"))}
+    base.update(CDC_LOG_FORMAT="json", CDC_HTTP_HOST="127.0.0.1", **extra)
+    return base
+
+
+def spawn(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start ``python -m service ARGS`` (or ``python -c SCRIPT ARGS`` when args[0] is ``-c``)."""
+    cmd = (
+        [sys.executable, *args]
+        if args and args[0] == "-c"
+        else [sys.executable, "-m", "service", *args]
+    )
+    return subprocess.Popen(
+        cmd,
+        env=clean_env(**dict(env or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

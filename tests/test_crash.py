@@ -3,51 +3,26 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from service.generator import replay
 
-from .conftest import START, identity
+from .conftest import START, identity, spawn
 from .helpers import duckdb_checkpoints, duckdb_rows
 
 N = 120_000
 
 
 def start(db: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "SNOWFLAKE_"))}
-    env.update(CDC_HTTP_PORT="0", CDC_LOG_FORMAT="json", CDC_LOG_LEVEL="debug")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "run",
-            "--events",
-            str(N),
-            "--seed",
-            "7",
-            "--start",
-            START,
-            "--duckdb-path",
-            str(db),
-            "--rate",
-            "40000",
-            "--batch-size",
-            "2000",
-            "--flush-interval",
-            "0.1",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return spawn(
+        "run", "--events", str(N), "--seed", "7", "--start", START, "--duckdb-path", str(db),
+        "--rate", "40000", "--batch-size", "2000", "--flush-interval", "0.1",
+        env={"CDC_HTTP_PORT": "0", "CDC_LOG_LEVEL": "debug"},
+    )  # fmt: skip
 
 
 def kill_after_commits(proc: subprocess.Popen[str], commits: int) -> int:

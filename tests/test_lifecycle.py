@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from service.generator import replay
 
-from .conftest import START, identity
+from .conftest import START, clean_env, identity, spawn
 from .helpers import duckdb_checkpoints, duckdb_rows, expected_at_checkpoints
 
 
@@ -23,12 +22,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def env(**extra: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "SNOWFLAKE_"))}
-    base.update(CDC_LOG_FORMAT="json", CDC_HTTP_HOST="127.0.0.1", **extra)
-    return base
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -68,26 +61,10 @@ def logs_of(out: str) -> list[dict[str, object]]:
 def test_sigterm_drains_commits_everything_and_exits_0(tmp_path: Path) -> None:
     """Unbounded run; SIGTERM: exit 0 in time, applied == generated, table == replay of exactly those."""
     db, port = tmp_path / "s.duckdb", free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "run",
-            "--seed",
-            "7",
-            "--start",
-            START,
-            "--duckdb-path",
-            str(db),
-            "--rate",
-            "30000",
-        ],
-        env=env(CDC_HTTP_PORT=str(port), CDC_SHUTDOWN_TIMEOUT="20"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn(
+        "run", "--seed", "7", "--start", START, "--duckdb-path", str(db), "--rate", "30000",
+        env={"CDC_HTTP_PORT": str(port), "CDC_SHUTDOWN_TIMEOUT": "20"},
+    )  # fmt: skip
     try:
         wait_for(lambda: applied(port) > 20_000)
         t0 = time.monotonic()
@@ -108,30 +85,11 @@ def test_metrics_move_and_readiness_flips_while_draining(tmp_path: Path) -> None
     """Counters grow between scrapes; /readyz is 200 running, 503 while draining; /healthz stays 200."""
     db, port = tmp_path / "m.duckdb", free_port()
     # A deep queue, filled as fast as the producer can: the drain takes seconds.
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "run",
-            "--seed",
-            "7",
-            "--start",
-            START,
-            "--duckdb-path",
-            str(db),
-            "--queue-size",
-            "400000",
-            "--batch-size",
-            "2000",
-            "--workers",
-            "1",
-        ],
-        env=env(CDC_HTTP_PORT=str(port)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn(
+        "run", "--seed", "7", "--start", START, "--duckdb-path", str(db),
+        "--queue-size", "400000", "--batch-size", "2000", "--workers", "1",
+        env={"CDC_HTTP_PORT": str(port)},
+    )  # fmt: skip
     try:
         wait_for(lambda: get(port, "/readyz")[0] == 200 if applied(port) > 0 else False)
         first = applied(port)
@@ -195,29 +153,10 @@ def test_a_stage_that_crashes_stops_the_service_with_exit_1_and_one_line(tmp_pat
     db = tmp_path / "c.duckdb"
     t0 = time.monotonic()
     r = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            CRASHING,
-            "run",
-            "--duckdb-path",
-            str(db),
-            "--workers",
-            "1",
-            "--seed",
-            "7",
-            "--start",
-            START,
-            "--batch-size",
-            "500",
-            "--rate",
-            "20000",
-        ],
-        env=env(CDC_HTTP_PORT="0"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+        [sys.executable, "-c", CRASHING, "run", "--duckdb-path", str(db), "--workers", "1",
+         "--seed", "7", "--start", START, "--batch-size", "500", "--rate", "20000"],
+        env=clean_env(CDC_HTTP_PORT="0"), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
     assert r.returncode == 1, r.stderr
     assert time.monotonic() - t0 < 20
     errors = [x for x in logs_of(r.stdout) if x["level"] == "error"]
@@ -254,36 +193,16 @@ def test_the_shutdown_timeout_and_a_second_signal_force_exit(tmp_path: Path) -> 
     """A drain slower than CDC_SHUTDOWN_TIMEOUT exits 1 at the timeout; a second SIGTERM at once."""
     for mode in ("timeout", "second-signal"):
         db = tmp_path / f"{mode}.duckdb"
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                SLOW,
-                "run",
-                "--duckdb-path",
-                str(db),
-                "--workers",
-                "1",
-                "--seed",
-                "7",
-                "--start",
-                START,
-                "--batch-size",
-                "200",
-                "--queue-size",
-                "100000",
-                "--flush-interval",
-                "0.05",
-            ],
-            env=env(
-                CDC_HTTP_PORT="0",
-                CDC_SHUTDOWN_TIMEOUT="2" if mode == "timeout" else "60",
-                CDC_LOG_LEVEL="debug",
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = spawn(
+            "-c", SLOW, "run", "--duckdb-path", str(db), "--workers", "1", "--seed", "7",
+            "--start", START, "--batch-size", "200", "--queue-size", "100000",
+            "--flush-interval", "0.05",
+            env={
+                "CDC_HTTP_PORT": "0",
+                "CDC_SHUTDOWN_TIMEOUT": "2" if mode == "timeout" else "60",
+                "CDC_LOG_LEVEL": "debug",
+            },
+        )  # fmt: skip
         assert proc.stdout is not None
         for line in proc.stdout:
             if "sink.batch_committed" in line:
