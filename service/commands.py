@@ -23,8 +23,8 @@ from rich.table import Table
 from rich.text import Text
 from sqlglot import exp
 
+from . import logs, warehouse
 from . import verify as verifying
-from . import warehouse
 from .config import Config, ConfigError
 from .sinks import make_sink
 from .sinks.base import Sink, SinkError, TargetConfigError
@@ -32,9 +32,22 @@ from .sinks.base import Sink, SinkError, TargetConfigError
 #: Rows ``query`` prints at most (it says so when there are more).
 QUERY_ROWS = 1000
 _WRITES = (
-    exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create, exp.Drop, exp.Alter,
-    exp.Command, exp.Into, exp.Copy, exp.TruncateTable, exp.Set, exp.Use, exp.Transaction,
-    exp.Commit, exp.Rollback,
+    exp.Insert,
+    exp.Update,
+    exp.Delete,
+    exp.Merge,
+    exp.Create,
+    exp.Drop,
+    exp.Alter,
+    exp.Command,
+    exp.Into,
+    exp.Copy,
+    exp.TruncateTable,
+    exp.Set,
+    exp.Use,
+    exp.Transaction,
+    exp.Commit,
+    exp.Rollback,
 )
 _MONEY = (*verifying.MONEY, *verifying.AVERAGES)
 
@@ -54,11 +67,6 @@ def _driver_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
 @contextlib.contextmanager
 def _target(config: Config, create: bool = False) -> Iterator[Sink]:
     """The configured target, open; closed on the way out. Driver errors become SinkError."""
@@ -74,7 +82,7 @@ def _target(config: Config, create: bool = False) -> Iterator[Sink]:
     except (SinkError, ConfigError, TargetConfigError):
         raise
     except _driver_errors() as exc:
-        raise SinkError(f"{sink.name}: {_first_line(exc)}") from None
+        raise SinkError(f"{sink.name}: {logs.one_line(exc)}") from None
     finally:
         sink.close()
 
@@ -124,14 +132,17 @@ def _header(name: str, width: int) -> str:
     return "\n".join(w.replace(" ", "") for w in textwrap.wrap(name.replace("_", "_ "), width))
 
 
-def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None,
-           money: Sequence[str] = (), wrap: int = 0) -> Table:
+def _table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    title: str | None = None,
+    money: Sequence[str] = (),
+    wrap: int = 0,
+) -> Table:
     table = Table(title=title, title_justify="left", show_lines=False)
     for i, name in enumerate(columns):
         right = _numeric([r[i] for r in rows])
-        table.add_column(
-            _header(name, wrap), justify="right" if right else "left", overflow="fold"
-        )
+        table.add_column(_header(name, wrap), justify="right" if right else "left", overflow="fold")
     for r in rows:
         table.add_row(*(_cell(v, columns[i] in money) for i, v in enumerate(r)))
     return table
@@ -152,10 +163,13 @@ def init(config: Config, ns: argparse.Namespace) -> int:
         ("cdc_streams, cdc_checkpoints", "tables", "002_cdc_state.sql"),
         *((ly.name, layer, ly.file) for ly in warehouse.layers()),
         (
-            ("cdc_task_history", "table; the service's scheduler plays the task",
-             "030_local_task_history.sql")
-            if local else
-            ("refresh_orders_agg", "task, every 2 minutes, resumed", "020_refresh_task.sql")
+            (
+                "cdc_task_history",
+                "table; the service's scheduler plays the task",
+                "030_local_task_history.sql",
+            )
+            if local
+            else ("refresh_orders_agg", "task, every 2 minutes, resumed", "020_refresh_task.sql")
         ),
     ]
     out.print(_table(["object", "kind", "from"], rows, title=f"ecomm-cdc init: {sink.name} ready"))
@@ -191,8 +205,10 @@ def report(config: Config, ns: argparse.Namespace) -> int:
     columns = ["month", *(n for n in names if n not in ("order_year", "order_month"))]
     y, m = names.index("order_year"), names.index("order_month")
     shaped = [
-        (f"{r[y]}-{int(r[m]):02d}" if r[y] is not None and r[m] is not None else "NULL",
-         *(v for i, v in enumerate(r) if i not in (y, m)))
+        (
+            f"{r[y]}-{int(r[m]):02d}" if r[y] is not None and r[m] is not None else "NULL",
+            *(v for i, v in enumerate(r) if i not in (y, m)),
+        )
         for r in rows
     ]
     out = _console()
@@ -252,7 +268,7 @@ def read_only(sql: str, dialect: str) -> str:
     try:
         parsed = [e for e in sqlglot.parse(sql, read=dialect) if e is not None]
     except sqlglot.errors.SqlglotError as exc:
-        raise ConfigError("query", f"the SQL does not parse: {_first_line(exc)}") from None
+        raise ConfigError("query", f"the SQL does not parse: {logs.one_line(exc)}") from None
     if len(parsed) != 1:
         raise ConfigError("query", f"give exactly one statement (got {len(parsed)})")
     stmt = parsed[0]

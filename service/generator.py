@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -77,6 +78,23 @@ class StreamIdentity:
             "partitions": self.partitions,
             "generator": self.generator.as_dict(),
         }
+
+    @classmethod
+    def from_json(cls, text: str) -> StreamIdentity:
+        """The identity a target stored (``json.dumps(as_dict())``); refuses another generator version."""
+        d = json.loads(text)
+        if d.get("version") != GENERATOR_VERSION:
+            raise ValueError(
+                f"the stream was written by generator v{d.get('version')}; this build replays "
+                f"v{GENERATOR_VERSION} only"
+            )
+        return cls(
+            int(d["seed"]),
+            int(d["start"]),
+            str(d["shard"]),
+            int(d["partitions"]),
+            GeneratorSettings(**d["generator"]),
+        )
 
     def describe(self) -> str:
         start = dt.datetime.fromtimestamp(self.start, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
@@ -186,7 +204,9 @@ class OrderStream:
         append = out.append
         n_ins = n_del = 0
         # One tuple unpack per event beats a dozen list subscripts.
-        rows = zip(op_u, p1, p2, p3, xs, ys, custs, tss, amounts, products, qtys, prices, strict=True)
+        rows = zip(
+            op_u, p1, p2, p3, xs, ys, custs, tss, amounts, products, qtys, prices, strict=True
+        )
         for r, a1, a2, a3, x, y, cust, ts, amount, product, qty, price in rows:
             seq += 1
             o = None

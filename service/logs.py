@@ -55,3 +55,9 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
 
 def get(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one log-friendly line: its type and the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

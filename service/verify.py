@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from typing import Any
 
 from . import warehouse
 from .events import Op, Status
-from .generator import GENERATOR_VERSION, GeneratorSettings, OrderStream, StreamIdentity
+from .generator import OrderStream, StreamIdentity
 from .partition import partition_of
 from .sinks.base import SinkError
 
@@ -47,10 +46,16 @@ _ROWS_SQL = (
 _COLUMNS = ("order_id", "customer_id", "order_date", "status", "amount", "product_id", "quantity")
 #: Sums of money: exact where the driver returns a decimal, within half a cent where a float.
 MONEY = (
-    "total_revenue", "total_delivered_revenue", "total_high_value_orders", "total_low_value_orders",
+    "total_revenue",
+    "total_delivered_revenue",
+    "total_high_value_orders",
+    "total_low_value_orders",
 )
 COUNTS = (
-    "total_orders", "unique_customers", "total_items_sold", "high_value_order_count",
+    "total_orders",
+    "unique_customers",
+    "total_items_sold",
+    "high_value_order_count",
     "low_value_order_count",
 )
 AVERAGES = ("average_order_value",)
@@ -103,19 +108,6 @@ def checksum(rows: Iterable[Canon]) -> int:
 
 
 # -- the stream -----------------------------------------------------------------------
-
-
-def identity_of(text: str) -> StreamIdentity:
-    d = json.loads(text)
-    if d.get("version") != GENERATOR_VERSION:
-        raise SinkError(
-            f"the stream was written by generator v{d.get('version')}; this build replays "
-            f"v{GENERATOR_VERSION} only"
-        )
-    return StreamIdentity(
-        int(d["seed"]), int(d["start"]), str(d["shard"]), int(d["partitions"]),
-        GeneratorSettings(**d["generator"]),
-    )
 
 
 def expected_rows(identity: StreamIdentity, checkpoints: dict[int, int]) -> dict[str, Canon]:
@@ -176,7 +168,9 @@ def check_unique(rows: list[Canon]) -> Check:
     if not dups:
         return Check("order_id unique", True, f"{len(counts):,} order ids")
     return Check(
-        "order_id unique", False, f"{len(dups)} order ids appear more than once",
+        "order_id unique",
+        False,
+        f"{len(dups)} order ids appear more than once",
         [f"{k} appears {counts[k]} times" for k in dups[:SHOW]],
     )
 
@@ -186,7 +180,9 @@ def check_statuses(rows: list[Canon]) -> Check:
     if not bad:
         return Check("status valid", True, ", ".join(sorted(_STATUSES)))
     return Check(
-        "status valid", False, f"{len(bad)} rows with a status outside the lifecycle",
+        "status valid",
+        False,
+        f"{len(bad)} rows with a status outside the lifecycle",
         [f"{k}: status {s!r}" for k, s in bad[:SHOW]],
     )
 
@@ -286,7 +282,11 @@ def load_stream(con: Any, dialect: str, shard: str) -> tuple[StreamIdentity, dic
         "SELECT partition_id, last_seq FROM cdc_checkpoints WHERE shard = ?", dialect
     )
     ckpts = warehouse.execute(con, sql, [shard]).fetchall()
-    return identity_of(row[0]), {int(a): int(b) for a, b in ckpts}
+    try:
+        identity = StreamIdentity.from_json(row[0])
+    except ValueError as exc:
+        raise SinkError(str(exc)) from None
+    return identity, {int(a): int(b) for a, b in ckpts}
 
 
 def verify(con: Any, dialect: str, local: bool, shard: str, refresh: bool = True) -> Report:

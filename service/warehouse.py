@@ -46,8 +46,13 @@ _TASK_RE = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 HISTORY_COLUMNS = (
-    "name", "scheduled_time", "query_start_time", "completed_time", "state",
-    "error_message", "rows_written",
+    "name",
+    "scheduled_time",
+    "query_start_time",
+    "completed_time",
+    "state",
+    "error_message",
+    "rows_written",
 )
 _RECORD_SQL = (
     "INSERT INTO cdc_task_history (name, scheduled_time, query_start_time, completed_time, "
@@ -108,7 +113,7 @@ def split(text: str) -> list[str]:
     begin = 0
     for tok in Snowflake().tokenize(text):
         if tok.token_type == TokenType.SEMICOLON:
-            out.append(text[begin:tok.start])
+            out.append(text[begin : tok.start])
             begin = tok.end + 1
     out.append(text[begin:])
     return [s.strip() for s in out if Snowflake().tokenize(s)]
@@ -288,11 +293,6 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
-
-
 def run_task(connect: Callable[[], Any], dialect: str, scheduled: dt.datetime) -> Run:
     """One run of the local task on its own connection: refresh, then record the outcome.
 
@@ -306,13 +306,13 @@ def run_task(connect: Callable[[], Any], dialect: str, scheduled: dt.datetime) -
         con = connect()
         rows = materialize(con, dialect)
     except Exception as exc:
-        error = _one_line(exc)
+        error = logs.one_line(exc)
     run = Run(TASK, scheduled, started, _utcnow(), "FAILED" if error else "SUCCEEDED", error, rows)
     try:
         if con is not None:
             record(con, dialect, run)
     except Exception as exc:
-        log.error("warehouse.history_failed", error=_one_line(exc))
+        log.error("warehouse.history_failed", error=logs.one_line(exc))
     finally:
         if con is not None:
             with contextlib.suppress(Exception):
@@ -321,7 +321,10 @@ def run_task(connect: Callable[[], Any], dialect: str, scheduled: dt.datetime) -
 
 
 async def run_schedule(
-    connect: Callable[[], Any], dialect: str, interval: float, metrics: Any = None,
+    connect: Callable[[], Any],
+    dialect: str,
+    interval: float,
+    metrics: Any = None,
 ) -> None:
     """Play the task every ``interval`` seconds until cancelled.
 
@@ -356,8 +359,11 @@ def _count(run: Run, metrics: Any) -> None:
     if metrics is not None:
         metrics.refresh_runs.labels(state=run.state).inc()
     fields = {
-        "task": run.name, "state": run.state, "scheduled": run.scheduled.isoformat(),
-        "seconds": round((run.completed - run.started).total_seconds(), 3), "rows": run.rows,
+        "task": run.name,
+        "state": run.state,
+        "scheduled": run.scheduled.isoformat(),
+        "seconds": round((run.completed - run.started).total_seconds(), 3),
+        "rows": run.rows,
     }
     if run.error:
         log.error("warehouse.refresh", error=run.error, **fields)
@@ -382,7 +388,7 @@ def prepare(sink: Any) -> None:
     except (SinkError, ValueError):
         raise
     except Exception as exc:
-        raise SinkError(f"creating the warehouse layers failed: {_one_line(exc)}") from None
+        raise SinkError(f"creating the warehouse layers failed: {logs.one_line(exc)}") from None
     finally:
         con.close()
 
@@ -408,4 +414,3 @@ async def schedule(sink: Any, interval: float, metrics: Any) -> None:
     if not sink.local_warehouse or not _holds_data(sink):
         return  # Snowflake: the task refresh_orders_agg does it
     await run_schedule(sink.connect_sql, sink.dialect, interval, metrics)
-
