@@ -125,27 +125,31 @@ def test_metrics_move_and_readiness_flips_while_draining(tmp_path: Path) -> None
     assert (200, 200) not in codes[codes.index((503, 200)) :], "never ready again once draining"
 
 
-CRASHING = """
-import sys
-from service import __main__ as cli, sinks
+# The real CLI with a DuckDB sink that misbehaves on purpose: a fault we cannot cause for real.
+FAULTY_SINK = """
+import sys, time
+import service.runner
+from service import __main__ as cli
 from service.sinks.duckdb import DuckDBSink, DuckDBWriter
 
-class Broken(DuckDBWriter):
+class Faulty(DuckDBWriter):
     calls = 0
     def apply(self, batch):
-        Broken.calls += 1
-        if Broken.calls == 3:
-            raise ZeroDivisionError("the sink broke on batch 3")
+        Faulty.calls += 1
+        {fault}
         super().apply(batch)
 
 class Sink(DuckDBSink):
     def writer(self, worker):
-        return Broken(self.con.cursor(), self.shard)
+        return Faulty(self.con.cursor(), self.shard)
 
-sinks.make_sink = lambda config: Sink(config.settings.duckdb_path)
-import service.runner as r; r.make_sink = sinks.make_sink
+service.runner.make_sink = lambda config: Sink(config.settings.duckdb_path)
 sys.exit(cli.main(sys.argv[1:]))
 """
+CRASHING = FAULTY_SINK.format(
+    fault='if Faulty.calls == 3: raise ZeroDivisionError("the sink broke on batch 3")'
+)
+SLOW = FAULTY_SINK.format(fault="time.sleep(1.0)")
 
 
 def test_a_stage_that_crashes_stops_the_service_with_exit_1_and_one_line(tmp_path: Path) -> None:
@@ -169,24 +173,6 @@ def test_a_stage_that_crashes_stops_the_service_with_exit_1_and_one_line(tmp_pat
     assert duckdb_rows(db) == expected_at_checkpoints(identity(), ckpts)
 
 
-SLOW = """
-import sys, time
-from service import __main__ as cli, sinks
-from service.sinks.duckdb import DuckDBSink, DuckDBWriter
-
-class Slow(DuckDBWriter):
-    def apply(self, batch):
-        time.sleep(1.0)
-        super().apply(batch)
-
-class Sink(DuckDBSink):
-    def writer(self, worker):
-        return Slow(self.con.cursor(), self.shard)
-
-sinks.make_sink = lambda config: Sink(config.settings.duckdb_path)
-import service.runner as r; r.make_sink = sinks.make_sink
-sys.exit(cli.main(sys.argv[1:]))
-"""
 
 
 def test_the_shutdown_timeout_and_a_second_signal_force_exit(tmp_path: Path) -> None:
