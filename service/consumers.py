@@ -14,8 +14,10 @@ import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 from . import logs
-from .events import Batch, Event, net_effect
+from .events import Batch, Changes, Op, net_effect
 from .metrics import Metrics, Stats
 from .queue import EventQueue
 from .sinks.base import Sink, Writer
@@ -70,20 +72,21 @@ async def consume(
             stats.applied[op] += n
         stats.batches += 1
         stats.last_commit = time.monotonic()
-        stats.rows_written += len(b.inserts) + len(b.updates) + len(b.deletes)
+        stats.rows_written += len(b.rows)
         metrics.count_applied(b.counts, seconds)
+        sizes = b.sizes()
         log.debug(
             "sink.batch_committed",
             worker=worker,
             events=b.events,
-            inserts=len(b.inserts),
-            updates=len(b.updates),
-            deletes=len(b.deletes),
+            inserts=sizes[Op.INSERT],
+            updates=sizes[Op.UPDATE],
+            deletes=sizes[Op.DELETE],
             last_seq=b.last_seq,
             seconds=round(seconds, 4),
         )
 
-    async def submit(events: list[Event], parts: list[int]) -> None:
+    async def submit(events: Changes, parts: np.ndarray) -> None:
         nonlocal inflight, inflight_batch
         batch = net_effect(worker, events, parts)  # on the loop, while the last one commits
         await settle()
@@ -93,8 +96,10 @@ async def consume(
 
     try:
         writer = await loop.run_in_executor(executor, sink.writer, worker)
-        events: list[Event] = []
-        parts: list[int] = []
+        # The open batch: chunks as they came, joined when the batch closes.
+        chunks: list[Changes] = []
+        chunk_parts: list[np.ndarray] = []
+        held = 0
         opened = 0.0  # when the first event of the open batch arrived
         done = False
         while not done:
@@ -102,7 +107,7 @@ async def consume(
             timed_out = False
             if not queue.empty():
                 item = queue.get_nowait()
-            elif not events:
+            elif not held:
                 item = await queue.get()
             else:
                 try:
@@ -112,18 +117,33 @@ async def consume(
                     timed_out = True
             if item is None and not timed_out:
                 done = True
-            elif item is not None:
-                if not events:
+            elif item is not None and len(item[0]):
+                if not held:
                     opened = loop.time()
-                events += item[0]
-                parts += item[1]
-            while len(events) >= batch_size:
-                await submit(events[:batch_size], parts[:batch_size])
-                del events[:batch_size], parts[:batch_size]
-                opened = loop.time()
-            if events and (done or timed_out or loop.time() - opened >= flush_interval):
-                await submit(events, parts)
-                events, parts = [], []
+                chunks.append(item[0])
+                chunk_parts.append(item[1])
+                held += len(item[0])
+            if held >= batch_size or (
+                held and (done or timed_out or loop.time() - opened >= flush_interval)
+            ):
+                events = Changes.concat(chunks)
+                parts = np.concatenate(chunk_parts)
+                chunks, chunk_parts = [], []
+                start = 0
+                while held - start >= batch_size:
+                    await submit(
+                        events.take(slice(start, start + batch_size)),
+                        parts[start : start + batch_size],
+                    )
+                    start += batch_size
+                    opened = loop.time()
+                if start < held:
+                    rest, rest_parts = events.take(slice(start, held)), parts[start:]
+                    if done or timed_out or loop.time() - opened >= flush_interval:
+                        await submit(rest, rest_parts)
+                    else:
+                        chunks, chunk_parts = [rest], [rest_parts]
+                held = sum(map(len, chunks))
         await settle()
     finally:
         if inflight is not None:

@@ -1,17 +1,18 @@
 """The change event, the operation, a batch, and the net effect of a batch.
 
-Values in flight are plain ints and strings (money in integer cents, times in
-epoch seconds): they are cheap to make a million of a second, exact, and each
-sink turns them into its own column types at the edge.
+Events travel in columns (:class:`Changes`): numpy arrays of plain integers
+(money in cents, times in epoch seconds, ids as numbers), cheap to make a
+million of a second and exact. Each sink turns them into its own column types
+at the edge; :class:`Event` is one row, for row-wise code and for tests.
 """
 
 from __future__ import annotations
 
 import enum
-import operator
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import NamedTuple
+
+import numpy as np
 
 
 class Op(enum.IntEnum):
@@ -89,20 +90,194 @@ class Row(NamedTuple):
     quantity: int
 
 
-@dataclass(frozen=True, slots=True)
+#: Status codes in a column: the index into this tuple.
+STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
+_STATUS_CODE = {name: i for i, name in enumerate(STATUSES)}
+_OPS = (None, Op.INSERT, Op.UPDATE, Op.DELETE)
+_INSERT, _UPDATE, _DELETE = Op.INSERT, Op.UPDATE, Op.DELETE
+
+#: Widths of the zero-padded numbers in the ids (a wider number is written in full).
+ORDER_DIGITS, CUSTOMER_DIGITS, PRODUCT_DIGITS = 10, 7, 4
+
+
+def order_prefix(shard: str) -> str:
+    """``ORD-<shard>-``: order ids are unique across replicas."""
+    return f"ORD-{shard}-"
+
+
+def order_id(prefix: str, number: int) -> str:
+    return prefix + str(number).zfill(ORDER_DIGITS)
+
+
+def order_number(order_id: str) -> int:
+    """The number an order id ends with."""
+    return int(order_id.rsplit("-", 1)[1])
+
+
+def customer_id(index: int) -> str:
+    return "CUST-" + str(index + 1).zfill(CUSTOMER_DIGITS)
+
+
+def product_id(index: int) -> str:
+    return "PROD-" + str(index + 1).zfill(PRODUCT_DIGITS)
+
+
+_COLUMN_NAMES = (
+    "seq", "op", "order_no", "customer", "ts", "status", "cents", "product", "quantity",
+)  # fmt: skip
+
+
+class Changes:
+    """A run of change events, column by column (numpy arrays of one length).
+
+    This is how events travel from the generator to a sink: a million events
+    a second cannot each be a Python object. Ids are numbers here (the order
+    number, the customer and product index) and become strings only at the
+    edge, where a sink writes them (``events`` for row-wise consumers, SQL
+    for DuckDB). A delete's image columns hold the deleted row's last image.
+    """
+
+    __slots__ = ("prefix", *_COLUMN_NAMES)
+
+    def __init__(self, prefix: str, *columns: np.ndarray) -> None:
+        self.prefix = prefix
+        (
+            self.seq, self.op, self.order_no, self.customer, self.ts,
+            self.status, self.cents, self.product, self.quantity,
+        ) = columns  # fmt: skip
+
+    seq: np.ndarray  # int64
+    op: np.ndarray  # int8, Op values
+    order_no: np.ndarray  # int64
+    customer: np.ndarray  # int64, 0-based index
+    ts: np.ndarray  # int64, epoch seconds
+    status: np.ndarray  # int8, index into STATUSES
+    cents: np.ndarray  # int64
+    product: np.ndarray  # int64, 0-based index
+    quantity: np.ndarray  # int64
+
+    def columns(self) -> tuple[np.ndarray, ...]:
+        return tuple(getattr(self, name) for name in _COLUMN_NAMES)
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def take(self, index: np.ndarray | slice) -> Changes:
+        """The rows at ``index`` (an index array, a mask, or a slice)."""
+        return Changes(self.prefix, *(c[index] for c in self.columns()))
+
+    @classmethod
+    def concat(cls, parts: Sequence[Changes]) -> Changes:
+        if len(parts) == 1:
+            return parts[0]
+        cols = zip(*(p.columns() for p in parts), strict=True)
+        return cls(parts[0].prefix, *(np.concatenate(c) for c in cols))
+
+    @classmethod
+    def empty(cls, prefix: str) -> Changes:
+        return cls(prefix, *(np.empty(0, np.int8 if n in ("op", "status") else np.int64)
+                             for n in _COLUMN_NAMES))  # fmt: skip
+
+    def counts(self) -> dict[Op, int]:
+        n = np.bincount(self.op, minlength=4).tolist()
+        return {_INSERT: n[1], _UPDATE: n[2], _DELETE: n[3]}
+
+    def events(self) -> list[Event]:
+        """The rows as Events (deletes carry only seq, op and order_id)."""
+        prefix = self.prefix
+        out: list[Event] = []
+        append = out.append
+        rows = zip(*(c.tolist() for c in self.columns()), strict=True)
+        for seq, op, no, cust, ts, status, cents, prod, qty in rows:
+            oid = prefix + str(no).zfill(ORDER_DIGITS)
+            if op == 3:
+                append(Event(seq, _DELETE, oid))
+            else:
+                append(
+                    Event(
+                        seq, _OPS[op], oid,  # type: ignore[arg-type]
+                        "CUST-" + str(cust + 1).zfill(CUSTOMER_DIGITS), ts, STATUSES[status],
+                        cents, "PROD-" + str(prod + 1).zfill(PRODUCT_DIGITS), qty,
+                    )
+                )  # fmt: skip
+        return out
+
+    @classmethod
+    def from_events(cls, events: Sequence[Event]) -> Changes:
+        """Events (whose ids are in the generator's formats) as columns."""
+        if not events:
+            return cls.empty("ORD-0-")
+        prefix = events[0].order_id.rsplit("-", 1)[0] + "-"
+        cols: list[list[int]] = [[] for _ in _COLUMN_NAMES]
+        for e in events:
+            image = (
+                (0, 0, 0, 0, 0, 0)
+                if e.op is _DELETE
+                else (
+                    order_number(e.customer_id or "-0") - 1,
+                    e.order_ts,
+                    _STATUS_CODE[e.status or ""],
+                    e.amount_cents,
+                    order_number(e.product_id or "-0") - 1,
+                    e.quantity,
+                )
+            )
+            for col, v in zip(
+                cols, (e.seq, int(e.op), order_number(e.order_id), *image), strict=True
+            ):
+                col.append(v)  # type: ignore[arg-type]
+        return cls(prefix, *(
+            np.array(c, np.int8 if n in ("op", "status") else np.int64)
+            for n, c in zip(_COLUMN_NAMES, cols, strict=True)
+        ))  # fmt: skip
+
+
 class Batch:
     """The net effect of a run of events of one worker, applied in one transaction.
 
-    ``checkpoints`` maps each partition in the batch to the last sequence
-    number it holds; it is written in the same transaction as the rows.
+    ``rows`` holds one row per order the batch touches, with what to do to it
+    (``op``: insert a new row, update an existing one to this image, delete
+    it), in order-number order. ``checkpoints`` maps each partition in the
+    batch to the last sequence number it holds; it is written in the same
+    transaction as the rows. ``counts`` are the events before collapsing.
     """
 
-    worker: int
-    inserts: Sequence[Event]
-    updates: Sequence[Event]
-    deletes: Sequence[str]
-    checkpoints: dict[int, int]
-    counts: dict[Op, int]
+    __slots__ = ("_rows_of", "checkpoints", "counts", "rows", "worker")
+
+    def __init__(
+        self, worker: int, rows: Changes, checkpoints: dict[int, int], counts: dict[Op, int]
+    ) -> None:
+        self.worker = worker
+        self.rows = rows
+        self.checkpoints = checkpoints
+        self.counts = counts
+        self._rows_of: dict[Op, Changes] = {}
+
+    def of(self, op: Op) -> Changes:
+        """The rows to insert, update or delete."""
+        part = self._rows_of.get(op)
+        if part is None:
+            part = self._rows_of[op] = self.rows.take(self.rows.op == op)
+        return part
+
+    @property
+    def inserts(self) -> list[Event]:
+        """Rows to insert, as Events (for row-wise sinks)."""
+        return self.of(_INSERT).events()
+
+    @property
+    def updates(self) -> list[Event]:
+        return self.of(_UPDATE).events()
+
+    @property
+    def deletes(self) -> list[str]:
+        """Order ids to delete."""
+        d = self.of(_DELETE)
+        return [order_id(d.prefix, n) for n in d.order_no.tolist()]
+
+    def sizes(self) -> dict[Op, int]:
+        """Rows per operation after collapsing."""
+        return self.rows.counts()
 
     @property
     def events(self) -> int:
@@ -113,39 +288,37 @@ class Batch:
         return max(self.checkpoints.values())
 
 
-_INSERT, _UPDATE, _DELETE = Op.INSERT, Op.UPDATE, Op.DELETE
-_op_of = operator.itemgetter(1)
-_seq_of = operator.itemgetter(0)
-
-
-def net_effect(worker: int, events: Sequence[Event], partitions: Iterable[int]) -> Batch:
+def net_effect(
+    worker: int, changes: Changes | Sequence[Event], partitions: Sequence[int] | np.ndarray
+) -> Batch:
     """Collapse the changes to each order into one.
 
     insert+update -> insert of the final image; insert+...+delete -> nothing;
     update+update -> update of the final image; update+delete -> delete.
-    ``events`` are in sequence order; ``partitions`` runs beside them.
+    ``changes`` are in sequence order; ``partitions`` runs beside them.
     """
+    if not isinstance(changes, Changes):
+        changes = Changes.from_events(changes)
+    parts = np.asarray(partitions, np.int64)
+    n = len(changes)
+    # Group each order's changes together, keeping their sequence order.
+    order = np.argsort(changes.order_no, kind="stable")
+    keys = changes.order_no[order]
+    starts = np.ones(n, bool)
+    starts[1:] = keys[1:] != keys[:-1]
+    ends = np.ones(n, bool)
+    ends[:-1] = starts[1:]
+    first, last = order[starts], order[ends]
     # Order ids are never reused and an order's insert is its first change, so
-    # "existed before this batch" is "has no insert in this batch".
-    inserted = {ev[2] for ev in events if ev[1] is _INSERT}
-    last = {ev[2]: ev for ev in events}  # the final image wins
-    inserts: list[Event] = []
-    updates: list[Event] = []
-    deletes: list[str] = []
-    for oid, ev in last.items():
-        if ev[1] is _DELETE:
-            if oid not in inserted:
-                deletes.append(oid)
-        elif oid in inserted:
-            inserts.append(ev)
-        else:
-            updates.append(ev)
-    ops = list(map(_op_of, events))
-    counts = {
-        Op.INSERT: ops.count(_INSERT),
-        Op.UPDATE: ops.count(_UPDATE),
-        Op.DELETE: ops.count(_DELETE),
-    }
-    # Events are in sequence order, so the last one seen per partition wins.
-    checkpoints = dict(zip(partitions, map(_seq_of, events), strict=True))
-    return Batch(worker, inserts, updates, deletes, checkpoints, counts)
+    # "existed before this batch" is "its first change here is not an insert".
+    created = changes.op[first] == _INSERT
+    final_op = changes.op[last]
+    keep = ~(created & (final_op == _DELETE))
+    rows = changes.take(last[keep])
+    # A created order is inserted with its final image; an existing one keeps its final op.
+    rows.op = np.where(created[keep], np.int8(_INSERT), rows.op).astype(np.int8)
+    # Sequence numbers only grow along the run: the last one seen per partition wins.
+    rev_parts = parts[::-1]
+    uniq, idx = np.unique(rev_parts, return_index=True)
+    checkpoints = dict(zip(uniq.tolist(), changes.seq[n - 1 - idx].tolist(), strict=True))
+    return Batch(worker, rows, checkpoints, changes.counts())

@@ -23,22 +23,17 @@ does not exist.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 
-from .events import Event, Op, Status
-
-#: A plain 9-tuple as an Event, without a copy through ``Event.__new__``'s arguments.
-as_event: Callable[[tuple[Any, ...]], Event] = functools.partial(tuple.__new__, Event)
+from .events import STATUSES, Changes, Event, Op, Status, order_prefix
 
 #: Bump when a change would alter the stream for the same settings.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,50 +97,57 @@ class StreamIdentity:
 
 
 _QUANTITY_WEIGHTS = (55, 25, 10, 5, 3, 2)  # quantities 1..6
-_PENDING = Status.PENDING.value
-_PROCESSING = Status.PROCESSING.value
-_SHIPPED = Status.SHIPPED.value
-_DELIVERED = Status.DELIVERED.value
-_CANCELLED = Status.CANCELLED.value
-_RETURNED = Status.RETURNED.value
+_PENDING, _PROCESSING, _SHIPPED, _DELIVERED, _CANCELLED, _RETURNED = (
+    STATUSES.index(s) for s in Status
+)
 _INSERT, _UPDATE, _DELETE = Op.INSERT, Op.UPDATE, Op.DELETE
-_DRAWS = 10  # uniforms per event: op, 3 slot probes, 2 for the update, 4 for the insert
+#: Events per block: the unit the stream is drawn in (part of the generator's version).
+BLOCK = 1024
+_DRAWS = 7  # uniforms per event: op, 2 for an update, 4 for an insert
 
 
 class OrderStream:
-    """Iterates the events of one stream, in sequence order, from seq 1.
+    """The events of one stream, in sequence order, from seq 1.
 
-    Every event consumes one row of ``_DRAWS`` uniforms from a PCG64 stream,
-    whatever it turns out to be, so drawing them in blocks of any size gives
-    the same stream: ``take(a) + take(b) == take(a + b)``. The draws that do
-    not depend on the ring (customer, product, quantity, date) are turned
-    into values a block at a time with numpy; only the ring walk is a loop.
+    The stream is drawn a block of ``BLOCK`` events at a time, column-wise
+    with numpy, and handed out in any sizes: blocks are cut at fixed
+    positions, so ``take(a) + take(b) == take(a + b)``. Within a block each
+    non-insert event picks a different order from those in flight when the
+    block began (an order changes at most once per block, about 8 minutes of
+    simulated time), so the block has no order-by-order dependence and needs
+    no Python loop; orders inserted in a block join the ring at its end.
     """
 
     def __init__(self, identity: StreamIdentity) -> None:
         g = identity.generator
         self.identity = identity
         key = zlib.crc32(f"{identity.seed}/{identity.shard}".encode())
-        self._bits = np.random.Generator(np.random.PCG64([GENERATOR_VERSION, identity.seed, key]))
+        self._rng = np.random.Generator(np.random.PCG64([GENERATOR_VERSION, identity.seed, key]))
         # The catalog belongs to the generator, not to the seed: the same
         # product costs the same in every stream.
         catalog = np.random.Generator(np.random.PCG64(20260101))
         prices = np.round(catalog.lognormal(3.4, 0.9, g.products), 1) * 100 + 99
         self._prices = prices.astype(np.int64)
-        self._product_ids = np.array([f"PROD-{i:04d}" for i in range(1, g.products + 1)], object)
         self._product_cum = np.cumsum(1.0 / np.arange(1, g.products + 1) ** 0.8)
         self._customer_cum = np.cumsum(1.0 / np.arange(1, g.customers + 1) ** g.customer_skew)
-        self._customer_ids = np.array([f"CUST-{i:07d}" for i in range(1, g.customers + 1)], object)
         self._qty_cum = np.cumsum(np.array(_QUANTITY_WEIGHTS, float))
-        # The ring of in-flight orders: [order_id, customer, ts, status, cents, product, qty, price]
-        self._ring: list[list[Any] | None] = [None] * g.active_orders
-        self._filled = 0
+        # The ring of in-flight orders, a column per attribute; order number 0 = a free slot.
+        size = g.active_orders
+        self._no = np.zeros(size, np.int64)
+        self._cust = np.zeros(size, np.int64)
+        self._ts = np.zeros(size, np.int64)
+        self._status = np.zeros(size, np.int8)
+        self._prod = np.zeros(size, np.int64)
+        self._qty = np.zeros(size, np.int64)
         self._next_slot = 0
         self._next_order = 1
+        self._drawn = 0  # seq of the last event drawn
+        self._block: Changes | None = None
+        self._pos = 0  # events of the current block handed out
         self._seq = 0
         #: Events produced so far, by operation.
         self.counts = {Op.INSERT: 0, Op.UPDATE: 0, Op.DELETE: 0}
-        self._prefix = f"ORD-{identity.shard}-" if identity.shard else "ORD-"
+        self.prefix = order_prefix(identity.shard)
         total = g.insert_ratio + g.update_ratio + g.delete_ratio
         self._p_insert = g.insert_ratio / total
         self._p_update = (g.insert_ratio + g.update_ratio) / total
@@ -160,117 +162,97 @@ class OrderStream:
 
     def __iter__(self) -> Iterator[Event]:
         while True:
-            yield from self.take(4096)
-
-    def _inserts(self, u: np.ndarray) -> tuple[list[Any], ...]:
-        """Customer, date, amount, product and quantity for every row, were it an insert."""
-        n = len(u)
-        cust = self._customer_ids[
-            np.searchsorted(self._customer_cum, u[:, 6] * self._customer_cum[-1])
-        ]
-        prod = np.searchsorted(self._product_cum, u[:, 7] * self._product_cum[-1])
-        qty = np.searchsorted(self._qty_cum, u[:, 8] * self._qty_cum[-1]) + 1
-        seqs = np.arange(self._seq + 1, self._seq + n + 1, dtype=np.float64)
-        ts = (self._start + seqs * self._gap - u[:, 9] * self._backdate).astype(np.int64)
-        price = self._prices[prod]
-        return (
-            cust.tolist(),
-            ts.tolist(),
-            (price * qty).tolist(),
-            self._product_ids[prod].tolist(),
-            qty.tolist(),
-            price.tolist(),
-        )
+            yield from self.take(BLOCK)
 
     def take(self, n: int) -> list[Event]:
-        """The next ``n`` events."""
-        return list(map(as_event, self.take_tuples(n)))
+        """The next ``n`` events, as Events."""
+        return self.take_changes(n).events()
 
-    def take_tuples(self, n: int) -> list[tuple[Any, ...]]:
-        """The next ``n`` events as plain tuples (``as_event`` makes them Events).
-
-        One flat loop with everything in locals: this runs once per event,
-        the hottest code in the service.
-        """
-        u = self._bits.random((n, _DRAWS))
-        custs, tss, amounts, products, qtys, prices = self._inserts(u)
-        op_u, p1, p2, p3, xs, ys = (u[:, i].tolist() for i in range(6))
-        ring = self._ring
-        size = len(ring)
-        filled, next_slot, next_order = self._filled, self._next_slot, self._next_order
-        seq, prefix = self._seq, self._prefix
-        p_insert, p_update = self._p_insert, self._p_update
-        out: list[tuple[Any, ...]] = []
-        append = out.append
-        n_ins = n_del = 0
-        # One tuple unpack per event beats a dozen list subscripts.
-        rows = zip(
-            op_u, p1, p2, p3, xs, ys, custs, tss, amounts, products, qtys, prices, strict=True
-        )
-        for r, a1, a2, a3, x, y, cust, ts, amount, product, qty, price in rows:
-            seq += 1
-            o = None
-            if r >= p_insert and filled:
-                # An update or a delete: find an order still in flight.
-                slot = int(a1 * filled)
-                o = ring[slot]
-                if o is None:
-                    slot = int(a2 * filled)
-                    o = ring[slot]
-                    if o is None:
-                        slot = int(a3 * filled)
-                        o = ring[slot]
-            if o is None:  # an insert
-                order_id = prefix + str(next_order).zfill(10)  # ~2x faster than an f-string spec
-                next_order += 1
-                ring[next_slot] = [order_id, cust, ts, _PENDING, amount, product, qty, price]
-                next_slot += 1
-                if next_slot == size:
-                    next_slot = 0
-                if filled < size:
-                    filled += 1
-                n_ins += 1
-                append((seq, _INSERT, order_id, cust, ts, _PENDING, amount, product, qty))
-                continue
-            if r >= p_update:  # a delete: a purged test or fraud order
-                ring[slot] = None
-                n_del += 1
-                append((seq, _DELETE, o[0], None, None, None, None, None, None))
-                continue
-            status = o[3]
-            if status is _PENDING:
-                if x < 0.25:  # the customer changes the quantity
-                    qty = int(y * 5) + 1
-                    if qty == o[6]:
-                        qty = qty % 5 + 1
-                    o[6] = qty
-                    o[4] = qty * o[7]
-                elif x < 0.33:
-                    o[3] = _CANCELLED
-                else:
-                    o[3] = _PROCESSING
-            elif status is _PROCESSING:
-                o[3] = _CANCELLED if x < 0.07 else _SHIPPED
-            elif status is _SHIPPED:
-                o[3] = _DELIVERED
-            else:  # DELIVERED: only orders that will be returned are still in the ring
-                o[3] = _RETURNED
-            new = o[3]
-            # Final states leave the ring; most deliveries are final too.
-            if new is _CANCELLED or new is _RETURNED or (new is _DELIVERED and y < 0.9):
-                ring[slot] = None
-            append((seq, _UPDATE, o[0], o[1], o[2], new, o[4], o[5], o[6]))
-        self._filled, self._next_slot, self._next_order, self._seq = (
-            filled,
-            next_slot,
-            next_order,
-            seq,
-        )
-        counts = self.counts
-        counts[_INSERT] += n_ins
-        counts[_DELETE] += n_del
-        counts[_UPDATE] += n - n_ins - n_del
+    def take_changes(self, n: int) -> Changes:
+        """The next ``n`` events, as columns."""
+        parts: list[Changes] = []
+        while n > 0:
+            block = self._block
+            if block is None or self._pos == len(block):
+                block = self._block = self._draw()
+                self._pos = 0
+            k = min(n, len(block) - self._pos)
+            parts.append(block.take(slice(self._pos, self._pos + k)))
+            self._pos += k
+            n -= k
+        if not parts:
+            return Changes.empty(self.prefix)
+        out = Changes.concat(parts)
+        self._seq = int(out.seq[-1])
+        for op, k in out.counts().items():
+            self.counts[op] += k
         return out
+
+    def _draw(self) -> Changes:
+        """The next block of events; updates the ring."""
+        k = BLOCK
+        u = self._rng.random((k, _DRAWS))
+        seq = np.arange(self._drawn + 1, self._drawn + k + 1, dtype=np.int64)
+        self._drawn += k
+        op = np.full(k, _INSERT, np.int8)
+        no, cust, ts = np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64)
+        status, prod, qty = np.zeros(k, np.int8), np.zeros(k, np.int64), np.zeros(k, np.int64)
+
+        # Updates and deletes: each picks a different order in flight. While
+        # the ring holds fewer orders than the block wants, the rest are inserts.
+        occupied = np.flatnonzero(self._no)
+        touch = np.flatnonzero(u[:, 0] >= self._p_insert)[: len(occupied)]
+        if len(touch):
+            slots = self._rng.choice(occupied, size=len(touch), replace=False)
+            gone = u[touch, 0] >= self._p_update  # a purged test or fraud order
+            op[touch] = np.where(gone, _DELETE, _UPDATE)
+            no[touch], cust[touch], ts[touch] = self._no[slots], self._cust[slots], self._ts[slots]
+            prod[touch] = self._prod[slots]
+            at = touch[~gone]
+            self._advance(slots[~gone], u[at, 1], u[at, 2])
+            status[touch], qty[touch] = self._status[slots], self._qty[slots]
+            self._no[slots[gone]] = 0
+
+        # Inserts: new orders, PENDING, joining the ring at its end (pushing out the oldest).
+        ins = np.flatnonzero(op == _INSERT)
+        n = len(ins)
+        if n:
+            g = self.identity.generator
+            new_no = np.arange(self._next_order, self._next_order + n, dtype=np.int64)
+            self._next_order += n
+            c = np.searchsorted(self._customer_cum, u[ins, 3] * self._customer_cum[-1])
+            p = np.searchsorted(self._product_cum, u[ins, 4] * self._product_cum[-1])
+            q = np.searchsorted(self._qty_cum, u[ins, 5] * self._qty_cum[-1]) + 1
+            t = (self._start + seq[ins] * self._gap - u[ins, 6] * self._backdate).astype(np.int64)
+            no[ins], cust[ins], ts[ins], prod[ins], qty[ins] = new_no, c, t, p, q
+            status[ins] = _PENDING
+            at = (self._next_slot + np.arange(n)) % g.active_orders
+            self._next_slot = int(at[-1] + 1) % g.active_orders
+            self._no[at], self._cust[at], self._ts[at] = new_no, c, t
+            self._status[at], self._prod[at], self._qty[at] = _PENDING, p, q
+        cents = qty * self._prices[prod]
+        return Changes(self.prefix, seq, op, no, cust, ts, status, cents, prod, qty)
+
+    def _advance(self, slots: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+        """Move each order in ``slots`` one step along its lifecycle (in the ring)."""
+        old = self._status[slots]
+        new = old.copy()
+        pending = old == _PENDING
+        requantity = pending & (x < 0.25)  # the customer changes the quantity
+        new[pending & (x >= 0.25) & (x < 0.33)] = _CANCELLED
+        new[pending & (x >= 0.33)] = _PROCESSING
+        processing = old == _PROCESSING
+        new[processing] = np.where(x[processing] < 0.07, _CANCELLED, _SHIPPED)
+        new[old == _SHIPPED] = _DELIVERED
+        new[old == _DELIVERED] = _RETURNED  # only orders that will be returned stay DELIVERED
+        q_old = self._qty[slots]
+        q_new = (y * 5).astype(np.int64) + 1
+        q_new = np.where(q_new == q_old, q_new % 5 + 1, q_new)
+        self._qty[slots] = np.where(requantity, q_new, q_old)
+        self._status[slots] = new
+        # Final states leave the ring; most deliveries are final too.
+        final = (new == _CANCELLED) | (new == _RETURNED) | ((new == _DELIVERED) & (y < 0.9))
+        self._no[slots[final]] = 0
 
 
 def replay(identity: StreamIdentity, events: int) -> dict[str, tuple[object, ...]]:

@@ -7,18 +7,30 @@ restart with more or fewer workers resumes exactly where each partition stopped.
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Sequence
+import numpy as np
 
-from .events import Event
+from .events import Changes, order_number
 
 #: Partitions per stream. Checkpoints are per partition; workers own partitions.
 DEFAULT_PARTITIONS = 64
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: 2**64 / the golden ratio
+
+
+def partitions_of(order_numbers: np.ndarray, partitions: int) -> np.ndarray:
+    """A stable hash of each key (Python's own ``hash`` changes per process).
+
+    The key is the order number (the id is its shard's prefix and that
+    number): multiplied by 2**64 / phi, whose high bits spread consecutive
+    numbers evenly.
+    """
+    h = order_numbers.astype(np.uint64) * _GOLDEN  # wraps mod 2**64, as meant
+    return ((h >> np.uint64(32)) % np.uint64(partitions)).astype(np.int64)
+
 
 def partition_of(order_id: str, partitions: int) -> int:
-    """A stable hash of the key (Python's own ``hash`` changes per process)."""
-    return zlib.crc32(order_id.encode()) % partitions
+    """The partition of one order id (``partitions_of`` for a single key)."""
+    return int(partitions_of(np.array([order_number(order_id)], np.int64), partitions)[0])
 
 
 def worker_of(partition: int, workers: int) -> int:
@@ -26,37 +38,34 @@ def worker_of(partition: int, workers: int) -> int:
 
 
 class Router:
-    """Splits a chunk of events by owning worker, dropping what a checkpoint already holds."""
+    """Splits a run of events by owning worker, dropping what a checkpoint already holds."""
 
-    __slots__ = ("_floor", "_owner", "_partitions", "checkpoints", "skipped")
+    __slots__ = ("_ckpt", "_floor", "_owner", "_partitions", "checkpoints", "skipped")
 
     def __init__(self, partitions: int, workers: int, checkpoints: dict[int, int]) -> None:
         self._partitions = partitions
-        self._owner = [worker_of(p, workers) for p in range(partitions)]
+        self._owner = np.array([worker_of(p, workers) for p in range(partitions)], np.int64)
         self.checkpoints = dict(checkpoints)
+        self._ckpt = np.zeros(partitions, np.int64)
+        for p, seq in checkpoints.items():
+            if 0 <= p < partitions:
+                self._ckpt[p] = seq
         # Past the highest checkpoint nothing can have been applied: skip the lookups.
         self._floor = max(self.checkpoints.values(), default=0)
         self.skipped = 0
 
-    def route(self, events: Sequence[Event], workers: int) -> list[tuple[list[Event], list[int]]]:
+    def route(self, changes: Changes, workers: int) -> list[tuple[Changes, np.ndarray]]:
         """Per worker: its events in sequence order, and the partition of each."""
-        crc32, n = zlib.crc32, self._partitions
-        owner = self._owner
-        out: list[tuple[list[Event], list[int]]] = [([], []) for _ in range(workers)]
-        if events and events[0][0] <= self._floor:
-            ckpt = self.checkpoints
-            for ev in events:
-                p = crc32(ev[2].encode()) % n
-                if ev[0] <= ckpt.get(p, 0):
-                    self.skipped += 1
-                    continue
-                evs, parts = out[owner[p]]
-                evs.append(ev)
-                parts.append(p)
-            return out
-        for ev in events:
-            p = crc32(ev[2].encode()) % n
-            evs, parts = out[owner[p]]
-            evs.append(ev)
-            parts.append(p)
+        parts = partitions_of(changes.order_no, self._partitions)
+        if len(changes) and changes.seq[0] <= self._floor:
+            fresh = changes.seq > self._ckpt[parts]
+            self.skipped += int(len(fresh) - np.count_nonzero(fresh))
+            changes, parts = changes.take(fresh), parts[fresh]
+        if workers == 1:
+            return [(changes, parts)]
+        owner = self._owner[parts]
+        out = []
+        for w in range(workers):
+            mine = owner == w
+            out.append((changes.take(mine), parts[mine]))
         return out

@@ -16,7 +16,7 @@ from .events import Op
 from .generator import OrderStream
 from .metrics import Metrics, Stats
 from .partition import Router
-from .queue import EventQueue
+from .queue import Chunk, EventQueue
 
 #: Events generated per step when unthrottled. Big enough to amortise the
 #: hand-over, small enough to keep the loop responsive (about 2-5 ms of work).
@@ -55,27 +55,26 @@ async def produce(
         period = max(0.1, size / rate)
         throttle = Throttler(rate_limit=rate * period / size, period=period)  # type: ignore[arg-type]
     workers = len(queues)
-    counts = stream.counts
     while not stopping.is_set():
         n = size if events is None else min(size, events - stream.seq)
         if n <= 0 or (deadline is not None and loop.time() >= deadline):
             break
         if throttle is not None:
             await throttle.acquire()  # type: ignore[no-untyped-call]
-        before = dict(counts)
         skipped = router.skipped
-        batch = stream.take(n)
-        routed = router.route(batch, workers)
-        made = {op: counts[op] - before[op] for op in counts}
+        changes = stream.take_changes(n)
+        routed = router.route(changes, workers)
         if router.skipped != skipped:
             # Resuming: what the target already holds is not generated again.
             made = _count_routed(routed)
             stats.skipped += router.skipped - skipped
+        else:
+            made = changes.counts()
         for op, k in made.items():
             stats.generated[op] += k
         metrics.count_generated(made)
         for w, item in enumerate(routed):
-            if not item[0]:
+            if not len(item[0]):
                 continue
             q = queues[w]
             if q.full():
@@ -92,9 +91,9 @@ async def produce(
         await q.put(None)
 
 
-def _count_routed(routed: list[tuple[list, list[int]]]) -> dict[Op, int]:  # type: ignore[type-arg]
+def _count_routed(routed: Sequence[Chunk]) -> dict[Op, int]:
     made = {Op.INSERT: 0, Op.UPDATE: 0, Op.DELETE: 0}
-    for evs, _ in routed:
-        for ev in evs:
-            made[ev[1]] += 1
+    for changes, _ in routed:
+        for op, k in changes.counts().items():
+            made[op] += k
     return made

@@ -1,7 +1,7 @@
 """The bounded queue between the producer and a worker: the backpressure.
 
-Items are chunks of events (a list of events and a list of their partitions):
-handing events over one by one costs more than generating them. The bound is
+Items are chunks of events (their columns and their partitions): handing
+events over one by one would cost more than generating them. The bound is
 still counted in events, so ``--queue-size`` means what it says: a ``put``
 waits while the queue holds that many events or more (it can overshoot by at
 most one chunk).
@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from .events import Event
+import numpy as np
 
-Chunk = tuple[list[Event], list[int]]
+from .events import Changes
+
+#: A run of one worker's events and the partition of each.
+Chunk = tuple[Changes, np.ndarray]
 
 
 class EventQueue(asyncio.Queue[Chunk | None]):

@@ -13,6 +13,7 @@ from service import commands
 from service.config import ConfigError
 
 from .conftest import START, cli
+from .helpers import duckdb_rows
 
 RUN = ("--events", "20000", "--seed", "7", "--start", START)
 
@@ -96,6 +97,8 @@ def test_report_tasks_verify_on_a_missing_file_are_configuration_errors(tmp_path
 def test_query_prints_a_table_and_refuses_writes(target: Path) -> None:
     """`query` runs one read-only statement; a write is refused (exit 2) and changes nothing."""
     sql = "SELECT status, COUNT(*) AS n FROM raw_orders GROUP BY status ORDER BY n DESC"
+    before = duckdb_rows(target)
+    assert before
     done = cli("query", sql, "--duckdb-path", str(target))
     assert done.returncode == 0, done.stderr
     assert "PENDING" in done.stdout and "6 rows" in done.stdout
@@ -104,9 +107,7 @@ def test_query_prints_a_table_and_refuses_writes(target: Path) -> None:
     assert refused.stderr == (
         "ecomm-cdc: error: query: only a read-only query (SELECT, WITH, UNION) runs; got DELETE\n"
     )
-    con = duckdb.connect(str(target), read_only=True)
-    assert con.execute("SELECT COUNT(*) FROM raw_orders").fetchone() == (11_133,)
-    con.close()
+    assert duckdb_rows(target) == before
     broken = cli("query", "SELECT * FROM no_such_table", "--duckdb-path", str(target))
     assert broken.returncode == 1 and "no_such_table" in broken.stderr
     assert "Traceback" not in broken.stderr

@@ -5,17 +5,18 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.events import Event, Op, net_effect
+from service.events import Changes, Event, Op, net_effect, order_id
 from service.generator import OrderStream, replay
-from service.partition import partition_of
+from service.partition import partitions_of
 
 from .conftest import identity
 
 
-def ev(seq: int, op: Op, oid: str, status: str = "PENDING", cents: int = 100) -> Event:
+def ev(seq: int, op: Op, key: str, status: str = "PENDING", cents: int = 100) -> Event:
+    oid = order_id("ORD-0-", ord(key))
     if op is Op.DELETE:
         return Event(seq, op, oid)
-    return Event(seq, op, oid, "C1", 0, status, cents, "P1", 1)
+    return Event(seq, op, oid, "CUST-0000001", 0, status, cents, "PROD-0001", 1)
 
 
 def test_the_four_rules() -> None:
@@ -32,16 +33,17 @@ def test_the_four_rules() -> None:
         ev(8, Op.DELETE, "d"),
     ]
     b = net_effect(0, events, [0, 0, 1, 1, 2, 2, 3, 3])
-    assert [(e.order_id, e.status, e.amount_cents) for e in b.inserts] == [("a", "PROCESSING", 200)]
-    assert [(e.order_id, e.status, e.amount_cents) for e in b.updates] == [("c", "DELIVERED", 300)]
-    assert list(b.deletes) == ["d"]
+    a, c, d = (order_id("ORD-0-", ord(k)) for k in "acd")
+    assert [(e.order_id, e.status, e.amount_cents) for e in b.inserts] == [(a, "PROCESSING", 200)]
+    assert [(e.order_id, e.status, e.amount_cents) for e in b.updates] == [(c, "DELIVERED", 300)]
+    assert list(b.deletes) == [d]
     assert b.checkpoints == {0: 2, 1: 4, 2: 6, 3: 8}
     assert b.counts == {Op.INSERT: 2, Op.UPDATE: 4, Op.DELETE: 2}
 
 
-def apply(state: dict[str, tuple[object, ...]], events: list[Event]) -> None:
+def apply(state: dict[str, tuple[object, ...]], changes: Changes) -> None:
     """Apply a batch's net effect the way a sink must: inserts new, updates and deletes existing."""
-    b = net_effect(0, events, [partition_of(e.order_id, 64) for e in events])
+    b = net_effect(0, changes, partitions_of(changes.order_no, 64))
     for e in b.inserts:
         assert e.order_id not in state
         state[e.order_id] = tuple(e.row())
@@ -57,13 +59,13 @@ def apply(state: dict[str, tuple[object, ...]], events: list[Event]) -> None:
 def test_batches_cut_anywhere_equal_one_by_one(cuts: list[int]) -> None:
     """However the stream is cut into batches, applying net effects equals the replay."""
     n = 8000
-    events = OrderStream(identity()).take(n)
+    events = OrderStream(identity()).take_changes(n)
     state: dict[str, tuple[object, ...]] = {}
     i = 0
     for c in cuts:
-        apply(state, events[i : i + c])
+        apply(state, events.take(slice(i, i + c)))
         i += c
         if i >= n:
             break
-    apply(state, events[i:]) if i < n else None
+    apply(state, events.take(slice(i, n))) if i < n else None
     assert state == replay(identity(), n)

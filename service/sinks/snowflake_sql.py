@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 
-from ..events import COLUMNS, Batch, Event
+from ..events import COLUMNS, Batch, Event, order_prefix
 
 #: Snowflake's limit on the expressions of one list (``IN (...)``, a ``VALUES`` list).
 MAX_LIST = 16_384
@@ -170,10 +170,6 @@ def round_trips(batch: Batch, max_rows: int = MAX_LIST) -> int:
         + n(batch.deletes, lambda oid: len(oid) + 4, len(_DELETE))
         + 2  # the checkpoint MERGE and the COMMIT
     )
-
-
-def order_prefix(shard: str) -> str:
-    return f"ORD-{shard}-"
 
 
 def reset_shard(shard: str) -> list[Statement]:
