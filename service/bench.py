@@ -183,13 +183,13 @@ def main(ns: argparse.Namespace) -> int:
         f"({'met' if max(null.peak_rss_mb, duck.peak_rss_mb) <= 300 else 'NOT met'})"
     )
     if ns.rss_events:
-        long = run_pipeline("null sink, long", "null", ns.rss_events, workdir)
+        long = run_pipeline("duckdb, long", "duckdb", ns.rss_events, workdir)
         points = long.rss_by_events
         at_1m = next((rss for ev, rss in points if ev >= 1_000_000), None)
         last = points[-1] if points else None
         if at_1m is not None and last is not None:
             console.print(
-                f"RSS flat over the run ({ns.rss_events:,} events, null sink): "
+                f"RSS flat over the run ({ns.rss_events:,} events, DuckDB): "
                 f"{at_1m:.0f} MB at 1M events, {last[1]:.0f} MB at {last[0]:,} events "
                 f"(growth {last[1] - at_1m:+.0f} MB); peak {long.peak_rss_mb:.0f} MB"
             )
