@@ -6,18 +6,16 @@
    goes through sqlglot transforms), so these are small counts; what matters
    is the ratio, and the requests per batch counted at the server.
 2. A model of real Snowflake, where a round trip costs ~150 ms whatever it
-   carries: a sink that takes 150 ms for every request the Snowflake writer
-   would send for the batch (its statements, from the same builders, and the
-   COMMIT), and applies the batch to DuckDB underneath. Its ceiling is set by
-   its own round trips: ``workers x batch size / (round trips per batch x
+   carries: a sink that, for every request the Snowflake writer would send for
+   the batch (its statements, from the same builders, and the COMMIT), adds
+   150 ms on top of applying the batch to DuckDB underneath. Its ceiling is set
+   by its own round trips: ``workers x batch size / (round trips per batch x
    150 ms)``; the pipeline should reach at least 90% of it.
 
-   A Snowflake round trip is mostly the server's own time (compiling and
-   running the statement), so in the main figures the 150 ms *include* the
-   work underneath: DuckDB applies the batch, and the writer waits out the rest
-   of ``round trips x 150 ms``. That isolates what the figure is about: does the
-   pipeline keep a round-trip-bound sink busy? The strictly additive variant
-   (150 ms per round trip *plus* DuckDB's time) is printed too.
+   The DuckDB time is on top of the 150 ms (the issue's "adds"), so it counts
+   against the pipeline. A variant where the 150 ms *include* the work
+   underneath (a Snowflake round trip is mostly the server's own time) is
+   printed beside it for two configurations.
 """
 
 from __future__ import annotations
@@ -48,7 +46,7 @@ ROUND_TRIP = 0.150
 EMULATOR_EVENTS = 10_000  # the batched sink on the emulator, at most
 SEED_WAY_EVENTS = 1_000  # the seed's way on the emulator, at most (~80 events/s)
 MODEL_CONFIGS = ((4, 1_000), (4, 2_000), (8, 2_000), (4, 5_000), (8, 5_000))
-ADDITIVE_CONFIGS = ((4, 2_000), (4, 5_000))
+WITHIN_CONFIGS = ((4, 2_000), (4, 5_000))
 
 
 @dataclass
@@ -195,7 +193,7 @@ class LatencySink:
     local_warehouse = True
     names: dict[str, str] = {}  # noqa: RUF012 (read-only)
 
-    def __init__(self, path: Path, chunk_rows: int = q.MAX_LIST, additive: bool = False) -> None:
+    def __init__(self, path: Path, chunk_rows: int = q.MAX_LIST, additive: bool = True) -> None:
         self._duck = DuckDBSink(path)
         self.additive = additive
         self.shard = self._duck.shard
@@ -271,7 +269,7 @@ def steady_rate(commits: list[tuple[float, int, int, int]], batch_size: int) -> 
     return total
 
 
-def model_run(workers: int, batch_size: int, additive: bool = False,
+def model_run(workers: int, batch_size: int, additive: bool = True,
               batches_per_worker: int = 12) -> ModelRow:
     """One run of the real pipeline on the latency sink (DuckDB in memory underneath)."""
     events = workers * batch_size * batches_per_worker
@@ -310,7 +308,7 @@ def main(ns: argparse.Namespace) -> int:
     console.print(f"\n[bold]2. A model of real Snowflake[/bold]: {ROUND_TRIP * 1000:.0f} ms per "
                   "round trip (no BEGIN: the statements and the COMMIT), DuckDB underneath")
     rows = [model_run(w, b) for w, b in MODEL_CONFIGS]
-    rows += [model_run(w, b, additive=True) for w, b in ADDITIVE_CONFIGS]
+    rows += [model_run(w, b, additive=False) for w, b in WITHIN_CONFIGS]
     table = Table("workers", "batch", "DuckDB", "events", "trips/batch", "DuckDB ms/batch",
                   "ceiling ev/s", "steady ev/s", "of ceiling", "whole run ev/s")
     for r in rows:
@@ -324,10 +322,10 @@ def main(ns: argparse.Namespace) -> int:
         "ceiling = workers x batch size / (round trips per batch x 150 ms); the seed's way "
         f"costs 2 round trips per event: {seed_model:.1f} events/s at 150 ms."
     )
-    main_rows = [r for r in rows if not r.additive]
+    main_rows = [r for r in rows if r.additive]
     ok = [r for r in main_rows if r.share >= 0.9]
     console.print(
-        f"configurations at >= 90% of their ceiling (150 ms including the work): {len(ok)} of "
+        f"configurations at >= 90% of their ceiling (150 ms plus DuckDB's work): {len(ok)} of "
         f"{len(main_rows)}. 'steady': per worker, from its first commit to its last full batch; "
         "'whole run' includes filling the first batches and the partial last ones."
     )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 import re
 from decimal import Decimal
 
+import numpy as np
 import pytest
 import sqlglot
 from snowflake.connector import errors as sf
@@ -48,6 +50,26 @@ def test_chunks_keep_order_and_limits(max_rows: int) -> None:
     assert [x for p in parts for x in p] == items
     assert all(len(p) <= max_rows for p in parts)
     assert all(sum(map(len, p)) <= 300 or len(p) == 1 for p in parts)
+
+
+@pytest.mark.parametrize("max_rows", [1, 3, 50, q.MAX_LIST])
+@pytest.mark.parametrize("max_text", [40, 333, 10_000])
+def test_count_chunks_counts_what_chunks_cuts(max_rows: int, max_text: int) -> None:
+    """The column-wise count (for round_trips) agrees with the row-wise chunking (for plan)."""
+    rng = random.Random(max_rows * max_text)
+    sizes = [rng.randint(1, 60) for _ in range(2_000)]
+    expected = sum(1 for _ in q.chunks(sizes, lambda n: n, max_rows, max_text))
+    assert q.count_chunks(np.array(sizes), max_rows, max_text) == expected
+
+
+def test_row_sizes_from_columns_equal_the_row_estimate() -> None:
+    """``row_sizes`` (columns) is ``_row_text`` (one row at a time), row by row, ids of any width."""
+    for shard in ("0", "LONGSHARD_12345"):
+        changes = OrderStream(identity(7, shard=shard)).take_changes(5_000)
+        changes = changes.take(changes.op != Op.DELETE)  # rows with an image
+        changes.order_no = changes.order_no * 10**9  # order numbers wider than their 10 digits
+        events = changes.events()
+        assert q.row_sizes(changes).tolist() == [q._row_text(ev) for ev in events]
 
 
 def test_row_text_estimate_bounds_the_rendered_row() -> None:

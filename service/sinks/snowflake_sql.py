@@ -15,7 +15,20 @@ from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 
-from ..events import COLUMNS, Batch, Event, order_prefix
+import numpy as np
+
+from ..events import (
+    COLUMNS,
+    CUSTOMER_DIGITS,
+    ORDER_DIGITS,
+    PRODUCT_DIGITS,
+    STATUSES,
+    Batch,
+    Changes,
+    Event,
+    Op,
+    order_prefix,
+)
 
 #: Snowflake's limit on the expressions of one list (``IN (...)``, a ``VALUES`` list).
 MAX_LIST = 16_384
@@ -159,17 +172,56 @@ def plan(batch: Batch, shard: str, now: dt.datetime, max_rows: int = MAX_LIST) -
 def round_trips(batch: Batch, max_rows: int = MAX_LIST) -> int:
     """Requests one batch costs: its statements and the COMMIT (no BEGIN: autocommit is off).
 
-    Counted as ``plan`` would chunk, without building any statement.
+    Counted as ``plan`` would chunk, from the batch's columns, without building
+    a row or a statement.
     """
-    def n(items: Sequence[Any], size: Callable[[Any], int], overhead: int) -> int:
-        return sum(1 for _ in chunks(items, size, max_rows, MAX_TEXT - overhead))
-
+    ins, upd, dels = batch.of(Op.INSERT), batch.of(Op.UPDATE), batch.of(Op.DELETE)
     return (
-        n(batch.inserts, _row_text, len(INSERT))
-        + n(batch.updates, _row_text, len(_UPDATE))
-        + n(batch.deletes, lambda oid: len(oid) + 4, len(_DELETE))
+        count_chunks(row_sizes(ins), max_rows, MAX_TEXT - len(INSERT))
+        + count_chunks(row_sizes(upd), max_rows, MAX_TEXT - len(_UPDATE))
+        + count_chunks(_id_sizes(dels) + 4, max_rows, MAX_TEXT - len(_DELETE))
         + 2  # the checkpoint MERGE and the COMMIT
     )
+
+
+def _digits(numbers: np.ndarray, width: int) -> np.ndarray:
+    """The length of each zero-padded number (``str(n).zfill(width)``)."""
+    n = np.maximum(numbers, 1)
+    lengths: np.ndarray = np.maximum(width, np.floor(np.log10(n)).astype(np.int64) + 1)
+    return lengths
+
+
+_STATUS_LEN = np.array([len(s) for s in STATUSES], np.int64)
+
+
+def _id_sizes(rows: Changes) -> np.ndarray:
+    sizes: np.ndarray = len(rows.prefix) + _digits(rows.order_no, ORDER_DIGITS)
+    return sizes
+
+
+def row_sizes(rows: Changes) -> np.ndarray:
+    """``_row_text`` of every row, from the columns."""
+    sizes: np.ndarray = (
+        _id_sizes(rows)
+        + 5 + _digits(rows.customer + 1, CUSTOMER_DIGITS)
+        + _STATUS_LEN[rows.status]
+        + 5 + _digits(rows.product + 1, PRODUCT_DIGITS)
+        + 26 + 24 + 12 + 7 * 4 + 4
+    )  # fmt: skip
+    return sizes
+
+
+def count_chunks(sizes: np.ndarray, max_rows: int = MAX_LIST, max_text: int = MAX_TEXT) -> int:
+    """How many slices ``chunks`` cuts items of these sizes into."""
+    max_rows = max(1, min(max_rows, MAX_LIST))
+    ends = np.cumsum(sizes)
+    n, start, count = len(sizes), 0, 0
+    while start < n:
+        base = ends[start - 1] if start else 0
+        fits = int(np.searchsorted(ends, base + max_text, side="right"))
+        start = max(start + 1, min(start + max_rows, fits))
+        count += 1
+    return count
 
 
 def reset_shard(shard: str) -> list[Statement]:
