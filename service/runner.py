@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import signal
 import time
@@ -40,7 +39,6 @@ from .sinks.base import Sink
 log = logs.get("runner")
 
 REPORT_EVERY = 5.0
-_GC_DEFAULT = gc.get_threshold()
 
 
 class ForcedExit(Exception):
@@ -151,13 +149,6 @@ class Service:
                         f"cannot listen on {s.http_host}:{s.http_port}: {exc.strerror}",
                     ) from None
             identity = await self.open()
-            # Long-lived objects (catalog, customer ids, the ring) need not be
-            # rescanned by the cyclic GC on every young collection.
-            gc.collect()
-            gc.freeze()
-            # Millions of short-lived event tuples a second: young collections
-            # every 700 allocations cost a third of the generator's time.
-            gc.set_threshold(100_000, 50, 100)
             stream = self.stream = OrderStream(identity)
             router = Router(identity.partitions, s.workers, self._checkpoints)
             per_worker = max(1, s.queue_size // s.workers)
@@ -198,8 +189,6 @@ class Service:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             self.state.ready = False
-            gc.unfreeze()
-            gc.set_threshold(*_GC_DEFAULT)
             await asyncio.to_thread(self.sink.close)
             if http is not None:
                 await http.stop()

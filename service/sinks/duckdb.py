@@ -1,9 +1,10 @@
 """The embedded default: a DuckDB file, written through Arrow (bulk paths only).
 
-Each batch is one transaction on the worker's own cursor: the inserts as one
-Arrow table, the updates as one ``UPDATE ... FROM`` join, the deletes as one
-``DELETE ... IN (SELECT ...)``, and the checkpoints as one upsert. Tables come
-from ``sql/``, translated from Snowflake's dialect.
+Each batch is one transaction on the worker's own cursor, from one Arrow table
+of its net rows: one ``DELETE ... IN (SELECT ...)`` of the orders it updates or
+deletes, one ``INSERT ... SELECT`` of the new images (inserts and updates), and
+one ``UPDATE`` of its partitions' checkpoint rows. Tables come from ``sql/``,
+translated from Snowflake's dialect.
 """
 
 from __future__ import annotations

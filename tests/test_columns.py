@@ -1,0 +1,51 @@
+"""Events in columns: the conversions at the edges agree with the one-row-at-a-time forms."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.events import Changes, Op, order_id
+from service.generator import OrderStream
+from service.partition import partition_of, partitions_of
+from service.sinks.duckdb import batch_table, order_ids
+
+from .conftest import identity
+
+
+def test_events_and_columns_round_trip() -> None:
+    """Changes -> Events -> Changes gives the same events back (deletes carry only their id)."""
+    changes = OrderStream(identity(shard="LONG_7")).take_changes(5_000)
+    events = changes.events()
+    assert Changes.from_events(events).events() == events
+    assert {e.op for e in events} == {Op.INSERT, Op.UPDATE, Op.DELETE}
+    assert all(e.customer_id is None for e in events if e.op is Op.DELETE)
+
+
+def test_arrow_ids_equal_the_python_ids_at_any_width() -> None:
+    """The DuckDB sink's ids (Arrow kernels) are events.order_id's, wider numbers included."""
+    numbers = np.array([1, 42, 9_999_999_999, 12_345_678_901], np.int64)
+    assert order_ids("ORD-x-", numbers).to_pylist() == [order_id("ORD-x-", int(n)) for n in numbers]
+
+
+def test_batch_table_holds_the_rows_as_events_say() -> None:
+    """The Arrow table a DuckDB batch is written from: every id, status and amount as text/decimal."""
+    changes = OrderStream(identity()).take_changes(3_000)
+    table = batch_table(changes).to_pylist()
+    for row, ev in zip(table, changes.events(), strict=True):
+        assert row["order_id"] == ev.order_id
+        if ev.op is not Op.DELETE:
+            assert (row["customer_id"], row["status"], row["product_id"], row["quantity"]) == (
+                ev.customer_id, ev.status, ev.product_id, ev.quantity,
+            )  # fmt: skip
+            assert row["amount"] * 100 == ev.amount_cents
+
+
+def test_partitions_are_stable_and_balanced() -> None:
+    """One order, one partition, whatever the form of its id; consecutive orders spread evenly."""
+    numbers = np.arange(1, 200_001, dtype=np.int64)
+    parts = partitions_of(numbers, 64)
+    assert all(partition_of(order_id("ORD-0-", int(n)), 64) == p for n, p in
+               zip(numbers[:500], parts[:500], strict=True))  # fmt: skip
+    counts = np.bincount(parts, minlength=64)
+    assert counts.min() > 0.9 * counts.mean() and counts.max() < 1.1 * counts.mean()
+    assert set(partitions_of(numbers, 7).tolist()) == set(range(7))
