@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
-from service.events import Changes, Op, order_id
+from service.events import Changes, Event, Op, net_effect, order_id
 from service.generator import OrderStream
 from service.partition import partition_of, partitions_of
-from service.sinks.duckdb import batch_table, order_ids
+from service.sinks.duckdb import DuckDBSink, batch_table, order_ids
 
 from .conftest import identity
+from .helpers import duckdb_rows
 
 
 def test_events_and_columns_round_trip() -> None:
@@ -49,3 +53,26 @@ def test_partitions_are_stable_and_balanced() -> None:
     counts = np.bincount(parts, minlength=64)
     assert counts.min() > 0.9 * counts.mean() and counts.max() < 1.1 * counts.mean()
     assert set(partitions_of(numbers, 7).tolist()) == set(range(7))
+
+
+def test_duckdb_updates_and_deletes_orders_whose_numbers_outgrow_ten_digits(tmp_path: Path) -> None:
+    """Past order 9,999,999,999 ids get longer and sort differently as text: still found."""
+    path = tmp_path / "wide.duckdb"
+    sink = DuckDBSink(path, "0", workers=1)
+    sink.open()
+    sink.save_stream(json.dumps(identity().as_dict()), reset=False)
+    writer = sink.writer(0)
+    narrow, wide, wider = (order_id("ORD-0-", n) for n in (9_999_999_999, 10**10, 10**10 + 1))
+
+    def ev(seq: int, op: Op, oid: str, status: str = "PENDING") -> Event:
+        return Event(seq, op, oid, "CUST-0000001", 0, status, 100, "PROD-0001", 1)
+
+    first = [ev(1, Op.INSERT, narrow), ev(2, Op.INSERT, wide), ev(3, Op.INSERT, wider)]
+    writer.apply(net_effect(0, first, [0, 0, 0]))
+    second = [ev(4, Op.UPDATE, narrow, "PROCESSING"), ev(5, Op.UPDATE, wide, "CANCELLED"),
+              Event(6, Op.DELETE, wider)]  # fmt: skip
+    writer.apply(net_effect(0, second, [0, 0, 0]))
+    writer.close()
+    sink.close()
+    rows = duckdb_rows(path)
+    assert {oid: row[3] for oid, row in rows.items()} == {narrow: "PROCESSING", wide: "CANCELLED"}

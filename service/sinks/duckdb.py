@@ -29,7 +29,6 @@ from ..events import (
     Changes,
     Op,
     customer_id,
-    order_id,
     order_prefix,
     product_id,
 )
@@ -150,19 +149,22 @@ class DuckDBWriter:
     def __init__(self, con: duckdb.DuckDBPyConnection, shard: str) -> None:
         self._con = con
         self._shard = shard
-        self._prefix = order_prefix(shard)
 
     def apply(self, batch: Batch) -> None:
-        con, rows, prefix = self._con, batch.rows, self._prefix
+        con, rows = self._con, batch.rows
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         sizes = batch.sizes()
-        gone = rows.order_no[rows.op != Op.INSERT]
-        con.register("cdc_batch", batch_table(rows))
+        table = batch_table(rows)
+        gone = table.column("order_id").filter(pa.array(rows.op != Op.INSERT))
+        con.register("cdc_batch", table)
         try:
             con.execute("BEGIN TRANSACTION")
             try:
                 if len(gone):
-                    low, high = order_id(prefix, int(gone.min())), order_id(prefix, int(gone.max()))
+                    # The range of the ids as text (an 11-digit number sorts below a
+                    # 10-digit one): the bounds of the strings, not of the numbers.
+                    bounds = pc.min_max(gone)
+                    low, high = bounds["min"].as_py(), bounds["max"].as_py()
                     con.execute(_GONE, {"low": low, "high": high})
                 if sizes[Op.INSERT] or sizes[Op.UPDATE]:
                     con.execute(_ROWS)
