@@ -242,7 +242,7 @@ class Batch:
     transaction as the rows. ``counts`` are the events before collapsing.
     """
 
-    __slots__ = ("_rows_of", "checkpoints", "counts", "rows", "worker")
+    __slots__ = ("_events_of", "_rows_of", "checkpoints", "counts", "rows", "worker")
 
     def __init__(
         self, worker: int, rows: Changes, checkpoints: dict[int, int], counts: dict[Op, int]
@@ -252,6 +252,7 @@ class Batch:
         self.checkpoints = checkpoints
         self.counts = counts
         self._rows_of: dict[Op, Changes] = {}
+        self._events_of: dict[Op, list[Event]] = {}
 
     def of(self, op: Op) -> Changes:
         """The rows to insert, update or delete."""
@@ -260,14 +261,20 @@ class Batch:
             part = self._rows_of[op] = self.rows.take(self.rows.op == op)
         return part
 
+    def _events(self, op: Op) -> list[Event]:
+        events = self._events_of.get(op)
+        if events is None:
+            events = self._events_of[op] = self.of(op).events()
+        return events
+
     @property
     def inserts(self) -> list[Event]:
-        """Rows to insert, as Events (for row-wise sinks)."""
-        return self.of(_INSERT).events()
+        """Rows to insert, as Events (for row-wise sinks; built once)."""
+        return self._events(_INSERT)
 
     @property
     def updates(self) -> list[Event]:
-        return self.of(_UPDATE).events()
+        return self._events(_UPDATE)
 
     @property
     def deletes(self) -> list[str]:
