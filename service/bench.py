@@ -101,6 +101,9 @@ def run_pipeline(label: str, target: str, events: int, workdir: Path, *extra: st
                 by_events.append((int(rec["generated"]), ps.memory_info().rss / 2**20))
         elif rec.get("event") == "pipeline.summary":
             summary = rec
+            # The end of the run (after its final refresh of the warehouse layers).
+            with contextlib.suppress(psutil.Error):
+                by_events.append((int(rec["applied_total"]), ps.memory_info().rss / 2**20))
     proc.wait()
     done.set()
     sampler.join()
