@@ -187,13 +187,15 @@ def main(ns: argparse.Namespace) -> int:
     )
     if ns.rss_events:
         long = run_pipeline("duckdb, long", "duckdb", ns.rss_events, workdir)
-        points = long.rss_by_events
+        # Throughput lines, then the end of the run (after its final refresh).
+        points, end = long.rss_by_events[:-1], long.rss_by_events[-1:]
         at_1m = next((rss for ev, rss in points if ev >= 1_000_000), None)
-        last = points[-1] if points else None
-        if at_1m is not None and last is not None:
+        if at_1m is not None and points:
+            last = points[-1]
             console.print(
-                f"RSS flat over the run ({ns.rss_events:,} events, DuckDB): "
-                f"{at_1m:.0f} MB at 1M events, {last[1]:.0f} MB at {last[0]:,} events "
-                f"(growth {last[1] - at_1m:+.0f} MB); peak {long.peak_rss_mb:.0f} MB"
+                f"RSS over the run ({ns.rss_events:,} events, DuckDB): {at_1m:.0f} MB at 1M "
+                f"events, {last[1]:.0f} MB at {last[0]:,} (growth {last[1] - at_1m:+.0f} MB); "
+                + (f"{end[0][1]:.0f} MB at the end, after the final refresh; " if end else "")
+                + f"peak {long.peak_rss_mb:.0f} MB"
             )
     return 0
