@@ -72,9 +72,9 @@ WHERE cdc_checkpoints.shard = $shard AND cdc_checkpoints.partition_id = c.partit
 #: on open after a crash either way.
 _CHECKPOINT_THRESHOLD = "256MB"
 #: DuckDB's buffer pool (by default it would take 80 % of RAM): a floor, plus
-#: a little per worker, since each open transaction pins blocks. Measured with
-#: 32 and 64 workers at 64 MB: no "Out of Memory" (with in-place UPDATEs, 16
-#: workers needed more than 64 MB); data beyond it lives in the file.
+#: a little per worker, since each open transaction pins blocks. Measured: 32
+#: workers at 64 MB and 64 workers at 128 MB, no "Out of Memory" (with in-place
+#: UPDATEs, 16 workers needed more than 64 MB); data beyond it lives in the file.
 _MEMORY_PER_WORKER_MB = 2
 _MEMORY_FLOOR_MB = 64
 
