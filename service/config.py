@@ -77,6 +77,12 @@ class Settings(BaseModel):
         10_000, ge=1, le=10_000_000, description="events the queue holds before the producer waits"
     )
     duckdb_path: Path = Field(Path("data/ecomm.duckdb"), description="the embedded default's file")
+    duckdb_memory_mb: int | None = Field(
+        None,
+        ge=32,
+        le=1_048_576,
+        description="DuckDB's memory limit in MB (default 64 + 4 per worker)",
+    )
     shard: str = Field("0", description="this replica's shard: order ids are ORD-<shard>-<n>")
     partitions: int = Field(
         64, ge=1, le=4096, description="partitions of the stream (part of its identity)"

@@ -16,7 +16,11 @@ def make_sink(config: Config) -> Sink:
         from .duckdb import DuckDBSink
 
         return DuckDBSink(
-            s.duckdb_path, s.shard, setting=config.name_of("duckdb_path"), workers=s.workers
+            s.duckdb_path,
+            s.shard,
+            setting=config.name_of("duckdb_path"),
+            workers=s.workers,
+            memory_mb=s.duckdb_memory_mb,
         )
     if target == "snowflake":
         from .snowflake import SnowflakeSink

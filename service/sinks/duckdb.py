@@ -71,12 +71,25 @@ WHERE cdc_checkpoints.shard = $shard AND cdc_checkpoints.partition_id = c.partit
 #: every few batches, which doubled the cost of a commit; the WAL is replayed
 #: on open after a crash either way.
 _CHECKPOINT_THRESHOLD = "256MB"
-#: DuckDB's buffer pool (by default it would take 80 % of RAM): a floor, plus
-#: a little per worker, since each open transaction pins blocks. Measured: 32
-#: workers at 64 MB and 64 workers at 128 MB, no "Out of Memory" (with in-place
-#: UPDATEs, 16 workers needed more than 64 MB); data beyond it lives in the file.
-_MEMORY_PER_WORKER_MB = 2
+#: DuckDB's memory limit (by default it would take 80 % of RAM): a floor, plus
+#: some per worker, since each open transaction pins blocks of its own. Measured
+#: with 64-event batches: at a flat 64 MB, 16 workers ran out of memory in 1 of 3
+#: runs (and in 5 of 7 in a review); at 64 + 4 x 16 = 128 MB, 6 of 6 passed, and
+#: 32 and 64 workers ran through. Data beyond the limit lives in the file.
+_MEMORY_PER_WORKER_MB = 4
 _MEMORY_FLOOR_MB = 64
+
+
+def _out_of_memory(exc: duckdb.Error) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.OutOfMemoryException) or any(
+        marker in text for marker in ("out of memory", "failed to pin block", "could not allocate")
+    )
+
+
+def memory_limit_mb(workers: int) -> int:
+    """The default limit (``CDC_DUCKDB_MEMORY_MB`` overrides it)."""
+    return _MEMORY_FLOOR_MB + _MEMORY_PER_WORKER_MB * workers
 
 
 def cents_to_decimal(cents: np.ndarray | Sequence[int]) -> pa.Array:
@@ -146,11 +159,25 @@ def batch_table(rows: Changes) -> pa.Table:
 
 
 class DuckDBWriter:
-    def __init__(self, con: duckdb.DuckDBPyConnection, shard: str) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, shard: str, memory_mb: int = 0) -> None:
         self._con = con
         self._shard = shard
+        self._memory_mb = memory_mb
 
     def apply(self, batch: Batch) -> None:
+        try:
+            self._apply(batch)
+        except duckdb.Error as exc:
+            # Out of memory shows up as more than one exception type (an
+            # OutOfMemoryException, a commit that "failed to pin block", ...).
+            if _out_of_memory(exc):
+                raise SinkError(
+                    f"DuckDB ran out of its {self._memory_mb} MB memory limit "
+                    f"(CDC_DUCKDB_MEMORY_MB raises it): {str(exc).splitlines()[0]}"
+                ) from None
+            raise
+
+    def _apply(self, batch: Batch) -> None:
         con, rows = self._con, batch.rows
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         sizes = batch.sizes()
@@ -185,7 +212,10 @@ class DuckDBWriter:
                     con.execute("ROLLBACK")
                 raise
         finally:
-            con.unregister("cdc_batch")
+            # Never in place of the error that is being raised (a cursor whose
+            # ROLLBACK failed refuses even this).
+            with contextlib.suppress(duckdb.Error):
+                con.unregister("cdc_batch")
 
     def close(self) -> None:
         self._con.close()
@@ -200,11 +230,18 @@ class DuckDBSink:
     names: dict[str, str] = {}  # noqa: RUF012 (read-only)
 
     def __init__(
-        self, path: Path, shard: str = "0", setting: str = "CDC_DUCKDB_PATH", workers: int = 4
+        self,
+        path: Path,
+        shard: str = "0",
+        setting: str = "CDC_DUCKDB_PATH",
+        workers: int = 4,
+        memory_mb: int | None = None,
     ) -> None:
         self.path = path
         self.shard = shard
         self.workers = workers
+        #: DuckDB's memory limit in MB.
+        self.memory_mb = memory_mb or memory_limit_mb(workers)
         self._setting = setting
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
@@ -239,8 +276,7 @@ class DuckDBSink:
         pa.set_memory_pool(pa.system_memory_pool())
         self._con.execute("SET TimeZone = 'UTC'")
         self._con.execute(f"SET checkpoint_threshold = '{_CHECKPOINT_THRESHOLD}'")
-        limit = max(_MEMORY_FLOOR_MB, _MEMORY_PER_WORKER_MB * self.workers)
-        self._con.execute(f"SET memory_limit = '{limit}MB'")
+        self._con.execute(f"SET memory_limit = '{int(self.memory_mb)}MB'")
         for stmt in sqlfiles.statements("00", {}, dialect="duckdb"):
             self._con.execute(stmt)
 
@@ -287,7 +323,7 @@ class DuckDBSink:
     def writer(self, worker: int) -> DuckDBWriter:
         # A cursor is a connection of its own to the same database: one per worker thread.
         with self._lock:
-            return DuckDBWriter(self.con.cursor(), self.shard)
+            return DuckDBWriter(self.con.cursor(), self.shard, self.memory_mb)
 
     def connect_sql(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
