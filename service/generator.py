@@ -228,6 +228,10 @@ class OrderStream:
             status[ins] = _PENDING
             at = (self._next_slot + np.arange(n)) % g.active_orders
             self._next_slot = int(at[-1] + 1) % g.active_orders
+            # A ring smaller than a block: orders pushed out within their own block
+            # are never written (numpy leaves a repeated index's winner undefined).
+            keep = slice(max(0, n - g.active_orders), n)
+            at, new_no, c, t, p, q = at[keep], new_no[keep], c[keep], t[keep], p[keep], q[keep]
             self._no[at], self._cust[at], self._ts[at] = new_no, c, t
             self._status[at], self._prod[at], self._qty[at] = _PENDING, p, q
         cents = qty * self._prices[prod]

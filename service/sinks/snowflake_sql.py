@@ -184,10 +184,12 @@ def round_trips(batch: Batch, max_rows: int = MAX_LIST) -> int:
     )
 
 
+_POWERS_OF_TEN = np.array([10**k for k in range(1, 19)], np.int64)
+
+
 def _digits(numbers: np.ndarray, width: int) -> np.ndarray:
     """The length of each zero-padded number (``str(n).zfill(width)``)."""
-    n = np.maximum(numbers, 1)
-    lengths: np.ndarray = np.maximum(width, np.floor(np.log10(n)).astype(np.int64) + 1)
+    lengths: np.ndarray = np.maximum(width, np.searchsorted(_POWERS_OF_TEN, numbers, "right") + 1)
     return lengths
 
 
