@@ -81,7 +81,7 @@ class Settings(BaseModel):
         None,
         ge=32,
         le=1_048_576,
-        description="DuckDB's memory limit in MB (default 64 + 4 per worker)",
+        description="DuckDB's memory limit in MB (default 48 + 4 per worker)",
     )
     shard: str = Field("0", description="this replica's shard: order ids are ORD-<shard>-<n>")
     partitions: int = Field(

@@ -74,10 +74,11 @@ _CHECKPOINT_THRESHOLD = "256MB"
 #: DuckDB's memory limit (by default it would take 80 % of RAM): a floor, plus
 #: some per worker, since each open transaction pins blocks of its own. Measured
 #: with 64-event batches: at a flat 64 MB, 16 workers ran out of memory in 1 of 3
-#: runs (and in 5 of 7 in a review); at 64 + 4 x 16 = 128 MB, 6 of 6 passed, and
-#: 32 and 64 workers ran through. Data beyond the limit lives in the file.
+#: runs (and in 5 of 7 in a review); at 48 + 4 x 16 = 112 MB, 6 of 6 passed; 1-32
+#: workers with 64-event batches and 2-16 workers with 20,000-200,000-event
+#: batches ran through. Data beyond the limit lives in the file.
 _MEMORY_PER_WORKER_MB = 4
-_MEMORY_FLOOR_MB = 64
+_MEMORY_FLOOR_MB = 48
 
 
 def _out_of_memory(exc: duckdb.Error) -> bool:
