@@ -40,7 +40,15 @@ def worker_of(partition: int, workers: int) -> int:
 class Router:
     """Splits a run of events by owning worker, dropping what a checkpoint already holds."""
 
-    __slots__ = ("_ckpt", "_floor", "_owner", "_partitions", "checkpoints", "skipped")
+    __slots__ = (
+        "_ckpt",
+        "_floor",
+        "_owner",
+        "_partitions",
+        "checkpoints",
+        "held_by_all",
+        "skipped",
+    )
 
     def __init__(self, partitions: int, workers: int, checkpoints: dict[int, int]) -> None:
         self._partitions = partitions
@@ -52,6 +60,8 @@ class Router:
                 self._ckpt[p] = seq
         # Past the highest checkpoint nothing can have been applied: skip the lookups.
         self._floor = max(self.checkpoints.values(), default=0)
+        #: Up to this sequence number every partition has applied every event.
+        self.held_by_all = int(self._ckpt.min())
         self.skipped = 0
 
     def route(self, changes: Changes, workers: int) -> list[tuple[Changes, np.ndarray]]:

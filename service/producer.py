@@ -12,15 +12,22 @@ from collections.abc import Sequence
 
 from asyncio_throttle import Throttler  # type: ignore[attr-defined]
 
+from . import logs
 from .events import Op
 from .generator import OrderStream
 from .metrics import Metrics, Stats
 from .partition import Router
 from .queue import Chunk, EventQueue
 
+log = logs.get("producer")
+
 #: Events generated per step when unthrottled. Big enough to amortise the
 #: hand-over, small enough to keep the loop responsive (about 2-5 ms of work).
 CHUNK = 1024
+
+
+#: Events drawn per step when fast-forwarding on resume (~20 ms of work).
+FAST_FORWARD_CHUNK = 16_384
 
 
 def chunk_size(rate: float) -> int:
@@ -55,6 +62,7 @@ async def produce(
         period = max(0.1, size / rate)
         throttle = Throttler(rate_limit=rate * period / size, period=period)  # type: ignore[arg-type]
     workers = len(queues)
+    await _fast_forward(stream, router, stopping, stats, events)
     while not stopping.is_set():
         n = size if events is None else min(size, events - stream.seq)
         if n <= 0 or (deadline is not None and loop.time() >= deadline):
@@ -89,6 +97,34 @@ async def produce(
         await asyncio.sleep(0)
     for q in queues:
         await q.put(None)
+
+
+async def _fast_forward(
+    stream: OrderStream, router: Router, stopping: asyncio.Event, stats: Stats, events: int | None
+) -> None:
+    """Resuming: regenerate, without routing, what every partition already holds.
+
+    Events up to the lowest checkpoint are all skipped anyway; drawing them
+    without routing and filtering is about three times faster. Between the
+    lowest and the highest checkpoint the router skips event by event.
+    """
+    low = router.held_by_all if events is None else min(router.held_by_all, events)
+    if stream.seq >= low:
+        return
+    loop = asyncio.get_running_loop()
+    t0, first = loop.time(), stream.seq
+    while stream.seq < low and not stopping.is_set():
+        n = min(FAST_FORWARD_CHUNK, low - stream.seq)
+        stream.take_changes(n)
+        router.skipped += n
+        stats.skipped += n
+        await asyncio.sleep(0)  # signals, health checks and the progress bar keep running
+    log.info(
+        "producer.fast_forwarded",
+        events=stream.seq - first,
+        seconds=round(loop.time() - t0, 3),
+        to_seq=stream.seq,
+    )
 
 
 def _count_routed(routed: Sequence[Chunk]) -> dict[Op, int]:

@@ -103,3 +103,19 @@ def test_start_defaults_to_the_stored_stream(db: Path) -> None:
     r2 = cli("run", "--events", "6000", "--duckdb-path", str(db))
     assert r1.returncode == 0 and r2.returncode == 0, r2.stderr
     assert summary(r2.stdout)["skipped"] == 3000
+
+
+def test_a_resume_fast_forwards_to_the_lowest_checkpoint_then_routes(db: Path) -> None:
+    """Up to the lowest checkpoint the stream is drawn without routing; past it, event by event
+    against each partition's checkpoint. With 3 workers the checkpoints differ."""
+    args = ("run", "--seed", "7", "--start", START, "--duckdb-path", str(db), "--workers", "3")
+    assert cli(*args, "--events", "25000").returncode == 0
+    ckpts = duckdb_checkpoints(db)
+    assert min(ckpts.values()) < max(ckpts.values()) == 25_000
+    r = cli(*args, "--events", "40000")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    forwarded = next(x for x in lines if x["event"] == "producer.fast_forwarded")
+    assert forwarded["to_seq"] == min(ckpts.values())
+    assert summary(r.stdout)["skipped"] == 25_000
+    assert duckdb_rows(db) == replay(identity(), 40_000)
