@@ -37,7 +37,6 @@ from .events import Batch, Op
 from .generator import GeneratorSettings, OrderStream, StreamIdentity
 from .runner import Service
 from .sinks import snowflake_sql as q
-from .sinks.base import StoredStream
 from .sinks.duckdb import DuckDBSink, DuckDBWriter
 
 SEED = 7
@@ -185,43 +184,24 @@ class LatencyWriter:
         self._inner.close()
 
 
-class LatencySink:
-    """DuckDB underneath, Snowflake's round trips on top."""
+class LatencySink(DuckDBSink):
+    """DuckDB underneath, Snowflake's round trips on top (only its writers differ)."""
 
     name = "snowflake-model"
-    dialect = "duckdb"
-    local_warehouse = True
-    names: dict[str, str] = {}  # noqa: RUF012 (read-only)
 
     def __init__(self, path: Path, chunk_rows: int = q.MAX_LIST, additive: bool = True) -> None:
-        self._duck = DuckDBSink(path)
+        super().__init__(path)
         self.additive = additive
-        self.shard = self._duck.shard
         self.chunk_rows = chunk_rows
         #: (monotonic time, worker, events, round trips) of every commit
         self.commits: list[tuple[float, int, int, int]] = []
         self.writers: list[LatencyWriter] = []
 
-    def open(self) -> None:
-        self._duck.open()
-
-    def load_stream(self) -> StoredStream:
-        return self._duck.load_stream()
-
-    def save_stream(self, identity: str, reset: bool) -> None:
-        self._duck.save_stream(identity, reset)
-
-    def writer(self, worker: int) -> LatencyWriter:
-        w = LatencyWriter(self._duck.writer(worker), worker, self.chunk_rows, self.commits,
+    def writer(self, worker: int) -> LatencyWriter:  # type: ignore[override]
+        w = LatencyWriter(super().writer(worker), worker, self.chunk_rows, self.commits,
                           self.additive)
         self.writers.append(w)
         return w
-
-    def connect_sql(self) -> Any:
-        return self._duck.connect_sql()
-
-    def close(self) -> None:
-        self._duck.close()
 
 
 @dataclass
