@@ -25,8 +25,8 @@ NOW = dt.datetime(2026, 1, 2, 3, 4, 5)
 
 
 def _batch(n: int, seed: int = 7) -> object:
-    events = OrderStream(identity(seed)).take(n)
-    return net_effect(0, events, [ev.seq % 64 for ev in events])
+    changes = OrderStream(identity(seed)).take_changes(n)
+    return net_effect(0, changes, changes.seq % 64)
 
 
 def _rendered(sql: str, params: list[object]) -> str:
@@ -54,12 +54,17 @@ def test_chunks_keep_order_and_limits(max_rows: int) -> None:
 
 @pytest.mark.parametrize("max_rows", [1, 3, 50, q.MAX_LIST])
 @pytest.mark.parametrize("max_text", [40, 333, 10_000])
-def test_count_chunks_counts_what_chunks_cuts(max_rows: int, max_text: int) -> None:
-    """The column-wise count (for round_trips) agrees with the row-wise chunking (for plan)."""
+def test_chunk_bounds_are_greedy_within_the_limits(max_rows: int, max_text: int) -> None:
+    """The one chunking (plan's statements and round_trips' count): every item once, in order,
+    each run within the limits and as long as they allow."""
     rng = random.Random(max_rows * max_text)
     sizes = [rng.randint(1, 60) for _ in range(2_000)]
-    expected = sum(1 for _ in q.chunks(sizes, lambda n: n, max_rows, max_text))
-    assert q.count_chunks(np.array(sizes), max_rows, max_text) == expected
+    bounds = q.chunk_bounds(np.array(sizes), max_rows, max_text)
+    assert [i for a, b in bounds for i in range(a, b)] == list(range(len(sizes)))
+    for a, b in bounds:
+        assert b - a <= max_rows and (sum(sizes[a:b]) <= max_text or b - a == 1)
+        if b < len(sizes):  # the next item would break a limit
+            assert b - a == max_rows or sum(sizes[a : b + 1]) > max_text
 
 
 def test_row_sizes_from_columns_equal_the_row_estimate() -> None:

@@ -111,19 +111,27 @@ def _row_text(ev: Event) -> int:
     )
 
 
+def chunk_bounds(sizes: Sequence[int] | np.ndarray, max_rows: int = MAX_LIST,
+                 max_text: int = MAX_TEXT) -> list[tuple[int, int]]:
+    """``(start, end)`` of consecutive runs of at most ``max_rows`` items and ``max_text``
+    bytes, each as long as it can be (an item larger than ``max_text`` stands alone)."""
+    max_rows = max(1, min(max_rows, MAX_LIST))
+    ends = np.cumsum(np.asarray(sizes, np.int64))
+    bounds, start = [], 0
+    while start < len(ends):
+        base = int(ends[start - 1]) if start else 0
+        fits = int(np.searchsorted(ends, base + max_text, side="right"))
+        end = max(start + 1, min(start + max_rows, fits))
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
 def chunks(items: Sequence[T], size: Callable[[T], int], max_rows: int = MAX_LIST,
            max_text: int = MAX_TEXT) -> Iterator[Sequence[T]]:
     """Consecutive slices of ``items`` of at most ``max_rows`` items and ``max_text`` bytes."""
-    max_rows = max(1, min(max_rows, MAX_LIST))
-    start, text = 0, 0
-    for i, item in enumerate(items):
-        n = size(item)
-        if i > start and (i - start >= max_rows or text + n > max_text):
-            yield items[start:i]
-            start, text = i, 0
-        text += n
-    if start < len(items):
-        yield items[start:]
+    for start, end in chunk_bounds([size(x) for x in items], max_rows, max_text):
+        yield items[start:end]
 
 
 def inserts(events: Sequence[Event], max_rows: int = MAX_LIST) -> list[Statement]:
@@ -177,9 +185,9 @@ def round_trips(batch: Batch, max_rows: int = MAX_LIST) -> int:
     """
     ins, upd, dels = batch.of(Op.INSERT), batch.of(Op.UPDATE), batch.of(Op.DELETE)
     return (
-        count_chunks(row_sizes(ins), max_rows, MAX_TEXT - len(INSERT))
-        + count_chunks(row_sizes(upd), max_rows, MAX_TEXT - len(_UPDATE))
-        + count_chunks(_id_sizes(dels) + 4, max_rows, MAX_TEXT - len(_DELETE))
+        len(chunk_bounds(row_sizes(ins), max_rows, MAX_TEXT - len(INSERT)))
+        + len(chunk_bounds(row_sizes(upd), max_rows, MAX_TEXT - len(_UPDATE)))
+        + len(chunk_bounds(_id_sizes(dels) + 4, max_rows, MAX_TEXT - len(_DELETE)))
         + 2  # the checkpoint MERGE and the COMMIT
     )
 
@@ -211,19 +219,6 @@ def row_sizes(rows: Changes) -> np.ndarray:
         + 26 + 24 + 12 + 7 * 4 + 4
     )  # fmt: skip
     return sizes
-
-
-def count_chunks(sizes: np.ndarray, max_rows: int = MAX_LIST, max_text: int = MAX_TEXT) -> int:
-    """How many slices ``chunks`` cuts items of these sizes into."""
-    max_rows = max(1, min(max_rows, MAX_LIST))
-    ends = np.cumsum(sizes)
-    n, start, count = len(sizes), 0, 0
-    while start < n:
-        base = ends[start - 1] if start else 0
-        fits = int(np.searchsorted(ends, base + max_text, side="right"))
-        start = max(start + 1, min(start + max_rows, fits))
-        count += 1
-    return count
 
 
 def reset_shard(shard: str) -> list[Statement]:
