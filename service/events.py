@@ -109,9 +109,9 @@ def order_id(prefix: str, number: int) -> str:
     return prefix + str(number).zfill(ORDER_DIGITS)
 
 
-def order_number(order_id: str) -> int:
-    """The number an order id ends with."""
-    return int(order_id.rsplit("-", 1)[1])
+def id_number(text_id: str) -> int:
+    """The number an id (order, customer, product) ends with."""
+    return int(text_id.rsplit("-", 1)[1])
 
 
 def customer_id(index: int) -> str:
@@ -189,15 +189,14 @@ class Changes:
         append = out.append
         rows = zip(*(c.tolist() for c in self.columns()), strict=True)
         for seq, op, no, cust, ts, status, cents, prod, qty in rows:
-            oid = prefix + str(no).zfill(ORDER_DIGITS)
+            oid = order_id(prefix, no)
             if op == 3:
                 append(Event(seq, _DELETE, oid))
             else:
                 append(
                     Event(
-                        seq, _OPS[op], oid,  # type: ignore[arg-type]
-                        "CUST-" + str(cust + 1).zfill(CUSTOMER_DIGITS), ts, STATUSES[status],
-                        cents, "PROD-" + str(prod + 1).zfill(PRODUCT_DIGITS), qty,
+                        seq, _OPS[op], oid, customer_id(cust), ts,  # type: ignore[arg-type]
+                        STATUSES[status], cents, product_id(prod), qty,
                     )
                 )  # fmt: skip
         return out
@@ -214,16 +213,16 @@ class Changes:
                 (0, 0, 0, 0, 0, 0)
                 if e.op is _DELETE
                 else (
-                    order_number(e.customer_id or "-0") - 1,
+                    id_number(e.customer_id or "-0") - 1,
                     e.order_ts,
                     _STATUS_CODE[e.status or ""],
                     e.amount_cents,
-                    order_number(e.product_id or "-0") - 1,
+                    id_number(e.product_id or "-0") - 1,
                     e.quantity,
                 )
             )
             for col, v in zip(
-                cols, (e.seq, int(e.op), order_number(e.order_id), *image), strict=True
+                cols, (e.seq, int(e.op), id_number(e.order_id), *image), strict=True
             ):
                 col.append(v)  # type: ignore[arg-type]
         return cls(prefix, *(
@@ -295,17 +294,13 @@ class Batch:
         return max(self.checkpoints.values())
 
 
-def net_effect(
-    worker: int, changes: Changes | Sequence[Event], partitions: Sequence[int] | np.ndarray
-) -> Batch:
+def net_effect(worker: int, changes: Changes, partitions: Sequence[int] | np.ndarray) -> Batch:
     """Collapse the changes to each order into one.
 
     insert+update -> insert of the final image; insert+...+delete -> nothing;
     update+update -> update of the final image; update+delete -> delete.
     ``changes`` are in sequence order; ``partitions`` runs beside them.
     """
-    if not isinstance(changes, Changes):
-        changes = Changes.from_events(changes)
     parts = np.asarray(partitions, np.int64)
     n = len(changes)
     # Group each order's changes together, keeping their sequence order.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .events import Changes, order_number
+from .events import Changes, id_number
 
 #: Partitions per stream. Checkpoints are per partition; workers own partitions.
 DEFAULT_PARTITIONS = 64
@@ -30,7 +30,16 @@ def partitions_of(order_numbers: np.ndarray, partitions: int) -> np.ndarray:
 
 def partition_of(order_id: str, partitions: int) -> int:
     """The partition of one order id (``partitions_of`` for a single key)."""
-    return int(partitions_of(np.array([order_number(order_id)], np.int64), partitions)[0])
+    return int(partitions_of(np.array([id_number(order_id)], np.int64), partitions)[0])
+
+
+def checkpoint_array(checkpoints: dict[int, int], partitions: int) -> np.ndarray:
+    """Checkpoints indexed by partition (0 where a partition has none)."""
+    out = np.zeros(partitions, np.int64)
+    for p, seq in checkpoints.items():
+        if 0 <= p < partitions:
+            out[p] = seq
+    return out
 
 
 def worker_of(partition: int, workers: int) -> int:
@@ -45,7 +54,6 @@ class Router:
         "_floor",
         "_owner",
         "_partitions",
-        "checkpoints",
         "held_by_all",
         "skipped",
     )
@@ -53,13 +61,9 @@ class Router:
     def __init__(self, partitions: int, workers: int, checkpoints: dict[int, int]) -> None:
         self._partitions = partitions
         self._owner = np.array([worker_of(p, workers) for p in range(partitions)], np.int64)
-        self.checkpoints = dict(checkpoints)
-        self._ckpt = np.zeros(partitions, np.int64)
-        for p, seq in checkpoints.items():
-            if 0 <= p < partitions:
-                self._ckpt[p] = seq
+        self._ckpt = checkpoint_array(checkpoints, partitions)
         # Past the highest checkpoint nothing can have been applied: skip the lookups.
-        self._floor = max(self.checkpoints.values(), default=0)
+        self._floor = int(self._ckpt.max())
         #: Up to this sequence number every partition has applied every event.
         self.held_by_all = int(self._ckpt.min())
         self.skipped = 0

@@ -29,12 +29,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import numpy as np
-
 from . import warehouse
 from .events import Op, Status
 from .generator import OrderStream, StreamIdentity
-from .partition import partitions_of
+from .partition import checkpoint_array, partitions_of
 from .sinks.base import SinkError
 
 #: order_id, customer_id, order_ts (epoch s), status, amount (cents), product_id, quantity
@@ -118,10 +116,7 @@ def expected_rows(identity: StreamIdentity, checkpoints: dict[int, int]) -> dict
     last = max(checkpoints.values(), default=0)
     stream = OrderStream(identity)
     n = identity.partitions
-    applied_to = np.zeros(n, np.int64)
-    for p, seq in checkpoints.items():
-        if 0 <= p < n:
-            applied_to[p] = seq
+    applied_to = checkpoint_array(checkpoints, n)
     while stream.seq < last:
         changes = stream.take_changes(min(65_536, last - stream.seq))
         held = changes.seq <= applied_to[partitions_of(changes.order_no, n)]

@@ -68,10 +68,10 @@ def test_duckdb_updates_and_deletes_orders_whose_numbers_outgrow_ten_digits(tmp_
         return Event(seq, op, oid, "CUST-0000001", 0, status, 100, "PROD-0001", 1)
 
     first = [ev(1, Op.INSERT, narrow), ev(2, Op.INSERT, wide), ev(3, Op.INSERT, wider)]
-    writer.apply(net_effect(0, first, [0, 0, 0]))
+    writer.apply(net_effect(0, Changes.from_events(first), [0, 0, 0]))
     second = [ev(4, Op.UPDATE, narrow, "PROCESSING"), ev(5, Op.UPDATE, wide, "CANCELLED"),
               Event(6, Op.DELETE, wider)]  # fmt: skip
-    writer.apply(net_effect(0, second, [0, 0, 0]))
+    writer.apply(net_effect(0, Changes.from_events(second), [0, 0, 0]))
     writer.close()
     sink.close()
     rows = duckdb_rows(path)

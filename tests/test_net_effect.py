@@ -32,7 +32,7 @@ def test_the_four_rules() -> None:
         ev(7, Op.UPDATE, "d"),
         ev(8, Op.DELETE, "d"),
     ]
-    b = net_effect(0, events, [0, 0, 1, 1, 2, 2, 3, 3])
+    b = net_effect(0, Changes.from_events(events), [0, 0, 1, 1, 2, 2, 3, 3])
     a, c, d = (order_id("ORD-0-", ord(k)) for k in "acd")
     assert [(e.order_id, e.status, e.amount_cents) for e in b.inserts] == [(a, "PROCESSING", 200)]
     assert [(e.order_id, e.status, e.amount_cents) for e in b.updates] == [(c, "DELIVERED", 300)]
