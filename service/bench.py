@@ -41,7 +41,8 @@ class Measured:
     events: int
     seconds: float
     peak_rss_mb: float
-    rss_by_events: list[tuple[int, float]] = field(default_factory=list)
+    rss_by_events: list[tuple[int, float]] = field(default_factory=list)  # at throughput lines
+    rss_at_end: float | None = None  # at the summary line, after the final refresh
 
     @property
     def rate(self) -> float:
@@ -90,6 +91,7 @@ def run_pipeline(label: str, target: str, events: int, workdir: Path, *extra: st
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     summary: dict[str, Any] = {}
+    at_end: float | None = None
     by_events: list[tuple[int, float]] = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -101,9 +103,8 @@ def run_pipeline(label: str, target: str, events: int, workdir: Path, *extra: st
                 by_events.append((int(rec["generated"]), ps.memory_info().rss / 2**20))
         elif rec.get("event") == "pipeline.summary":
             summary = rec
-            # The end of the run (after its final refresh of the warehouse layers).
             with contextlib.suppress(psutil.Error):
-                by_events.append((int(rec["applied_total"]), ps.memory_info().rss / 2**20))
+                at_end = ps.memory_info().rss / 2**20
     proc.wait()
     done.set()
     sampler.join()
@@ -111,7 +112,7 @@ def run_pipeline(label: str, target: str, events: int, workdir: Path, *extra: st
         err = proc.stderr.read() if proc.stderr else ""
         raise SystemExit(f"bench: {label} failed (exit {proc.returncode}): {err.strip()[-500:]}")
     return Measured(
-        label, int(summary["applied_total"]), float(summary["elapsed_s"]), peak, by_events
+        label, int(summary["applied_total"]), float(summary["elapsed_s"]), peak, by_events, at_end
     )
 
 
@@ -187,15 +188,18 @@ def main(ns: argparse.Namespace) -> int:
     )
     if ns.rss_events:
         long = run_pipeline("duckdb, long", "duckdb", ns.rss_events, workdir)
-        # Throughput lines, then the end of the run (after its final refresh).
-        points, end = long.rss_by_events[:-1], long.rss_by_events[-1:]
+        points = long.rss_by_events
         at_1m = next((rss for ev, rss in points if ev >= 1_000_000), None)
         if at_1m is not None and points:
             last = points[-1]
             console.print(
                 f"RSS over the run ({ns.rss_events:,} events, DuckDB): {at_1m:.0f} MB at 1M "
                 f"events, {last[1]:.0f} MB at {last[0]:,} (growth {last[1] - at_1m:+.0f} MB); "
-                + (f"{end[0][1]:.0f} MB at the end, after the final refresh; " if end else "")
+                + (
+                    f"{long.rss_at_end:.0f} MB at the end, after the final refresh; "
+                    if long.rss_at_end is not None
+                    else ""
+                )
                 + f"peak {long.peak_rss_mb:.0f} MB"
             )
     return 0
