@@ -186,16 +186,16 @@ def test_image_config_is_non_root_exec_form_with_healthcheck(podman: Podman, ima
     assert "pip-ca" not in history and "PIP_INDEX_URL" not in history
 
 
+def _offline_on(volume: str) -> tuple[str, ...]:
+    """``podman run`` arguments: removed after, read-only root, no network, ``volume`` at /data."""
+    return ("run", "--rm", "--read-only", "--network=none", "-v", f"{volume}:/data")
+
+
 def test_bounded_run_as_non_root_on_read_only_root(podman: Podman, image: str, volume: str) -> None:
     """`ecomm-cdc run --events 1000` exits 0 on a read-only root, writing only its data volume."""
     t0 = time.monotonic()
     run = podman(
-        "run",
-        "--rm",
-        "--read-only",
-        "--network=none",
-        "-v",
-        f"{volume}:/data",
+        *_offline_on(volume),
         image,
         "run",
         "--events",
@@ -237,12 +237,7 @@ print(json.dumps({
 }))
 """
     seen = podman(
-        "run",
-        "--rm",
-        "--read-only",
-        "--network=none",
-        "-v",
-        f"{volume}:/data",
+        *_offline_on(volume),
         "--entrypoint",
         "python3",
         image,
