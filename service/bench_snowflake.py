@@ -66,9 +66,19 @@ class Figure:
 
 
 def _config(target: str, events: int, workers: int, batch_size: int, **extra: Any) -> Config:
-    flags = {"target": target, "events": events, "workers": workers, "batch_size": batch_size,
-             "seed": SEED, "start": START, "http_port": 0, "log_level": "warning",
-             "refresh_interval": 3600, "progress": False, **extra}
+    flags = {
+        "target": target,
+        "events": events,
+        "workers": workers,
+        "batch_size": batch_size,
+        "seed": SEED,
+        "start": START,
+        "http_port": 0,
+        "log_level": "warning",
+        "refresh_interval": 3600,
+        "progress": False,
+        **extra,
+    }
     return load(flags, {})
 
 
@@ -97,8 +107,10 @@ class _RequestCounter:
         self.counting = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if self.counting and scope["type"] == "http" and scope["path"].endswith(
-            "/queries/v1/query-request"
+        if (
+            self.counting
+            and scope["type"] == "http"
+            and scope["path"].endswith("/queries/v1/query-request")
         ):
             self.queries += 1
         await self.app(scope, receive, send)
@@ -120,8 +132,13 @@ def seed_way(conn: Any, events: int) -> Figure:
         else:
             cur.execute("DELETE FROM raw_orders WHERE order_id = %s", (ev.order_id,))
         conn.commit()
-    return Figure("seed's way (statement + commit per event)", events,
-                  time.perf_counter() - t0, events, 2 * events)
+    return Figure(
+        "seed's way (statement + commit per event)",
+        events,
+        time.perf_counter() - t0,
+        events,
+        2 * events,
+    )
 
 
 def _start_epoch() -> int:
@@ -151,8 +168,13 @@ def emulator_figures(batched_events: int, seed_events: int) -> tuple[Figure, Fig
 
         seconds, stats = _run_service(config, sink, count)
         counter.counting = False
-        batched = Figure("batched sink (4 workers x 5,000)", stats.applied_total, seconds,
-                         stats.batches, counter.queries)
+        batched = Figure(
+            "batched sink (4 workers x 5,000)",
+            stats.applied_total,
+            seconds,
+            stats.batches,
+            counter.queries,
+        )
         return seed, batched, emulator.url
 
 
@@ -162,8 +184,14 @@ def emulator_figures(batched_events: int, seed_events: int) -> tuple[Figure, Fig
 class LatencyWriter:
     """Waits one round trip per request the Snowflake writer would send, then applies to DuckDB."""
 
-    def __init__(self, inner: DuckDBWriter, worker: int, chunk_rows: int,
-                 commits: list[tuple[float, int, int, int]], additive: bool) -> None:
+    def __init__(
+        self,
+        inner: DuckDBWriter,
+        worker: int,
+        chunk_rows: int,
+        commits: list[tuple[float, int, int, int]],
+        additive: bool,
+    ) -> None:
         self._inner = inner
         self._additive = additive
         self._worker = worker
@@ -177,7 +205,7 @@ class LatencyWriter:
         self._inner.apply(batch)
         work = time.monotonic() - t0
         time.sleep(ROUND_TRIP * trips if self._additive else max(0.0, ROUND_TRIP * trips - work))
-        self._commits.append((time.monotonic(), self._worker, batch.events, trips))
+        self._commits.append((time.monotonic(), self._worker, batch.size, trips))
         self.work.append(work)
 
     def close(self) -> None:
@@ -198,8 +226,9 @@ class LatencySink(DuckDBSink):
         self.writers: list[LatencyWriter] = []
 
     def writer(self, worker: int) -> LatencyWriter:  # type: ignore[override]
-        w = LatencyWriter(super().writer(worker), worker, self.chunk_rows, self.commits,
-                          self.additive)
+        w = LatencyWriter(
+            super().writer(worker), worker, self.chunk_rows, self.commits, self.additive
+        )
         self.writers.append(w)
         return w
 
@@ -249,8 +278,9 @@ def steady_rate(commits: list[tuple[float, int, int, int]], batch_size: int) -> 
     return total
 
 
-def model_run(workers: int, batch_size: int, additive: bool = True,
-              batches_per_worker: int = 12) -> ModelRow:
+def model_run(
+    workers: int, batch_size: int, additive: bool = True, batches_per_worker: int = 12
+) -> ModelRow:
     """One run of the real pipeline on the latency sink (DuckDB in memory underneath)."""
     events = workers * batch_size * batches_per_worker
     path = Path(":memory:")
@@ -259,9 +289,17 @@ def model_run(workers: int, batch_size: int, additive: bool = True,
     seconds, stats = _run_service(config, sink)
     full = [trips for _t, _w, n, trips in sink.commits if n == batch_size] or [1]
     work = sorted(x for w in sink.writers for x in w.work) or [0.0]
-    return ModelRow(workers, batch_size, stats.applied_total, seconds, stats.batches,
-                    sum(full) / len(full), steady_rate(sink.commits, batch_size),
-                    1000 * work[len(work) // 2], additive)
+    return ModelRow(
+        workers,
+        batch_size,
+        stats.applied_total,
+        seconds,
+        stats.batches,
+        sum(full) / len(full),
+        steady_rate(sink.commits, batch_size),
+        1000 * work[len(work) // 2],
+        additive,
+    )
 
 
 # -- the command ------------------------------------------------------------------------
@@ -273,29 +311,59 @@ def main(ns: argparse.Namespace) -> int:
     batched_events = min(int(getattr(ns, "events", EMULATOR_EVENTS)), EMULATOR_EVENTS)
     seed_events = min(int(getattr(ns, "seed_way_events", SEED_WAY_EVENTS)), SEED_WAY_EVENTS)
 
-    console.print(f"[bold]1. The emulator[/bold] (fakesnow over HTTP, the real connector), "
-                  f"seed {SEED}, start {START}")
+    console.print(
+        f"[bold]1. The emulator[/bold] (fakesnow over HTTP, the real connector), "
+        f"seed {SEED}, start {START}"
+    )
     seed, batched, url = emulator_figures(batched_events, seed_events)
     table = Table("way", "events", "seconds", "events/s", "requests", "requests/batch")
     for f in (seed, batched):
-        table.add_row(f.label, f"{f.events:,}", f"{f.seconds:.1f}", f"{f.rate:,.0f}",
-                      f"{f.round_trips:,}", f"{f.trips_per_batch:.2f}")
+        table.add_row(
+            f.label,
+            f"{f.events:,}",
+            f"{f.seconds:.1f}",
+            f"{f.rate:,.0f}",
+            f"{f.round_trips:,}",
+            f"{f.trips_per_batch:.2f}",
+        )
     console.print(table)
     ratio = batched.rate / seed.rate if seed.rate else 0.0
-    console.print(f"batched / seed's way on the emulator: [bold]{ratio:.1f}x[/bold] "
-                  f"({url}; requests counted at the server)")
+    console.print(
+        f"batched / seed's way on the emulator: [bold]{ratio:.1f}x[/bold] "
+        f"({url}; requests counted at the server)"
+    )
 
-    console.print(f"\n[bold]2. A model of real Snowflake[/bold]: {ROUND_TRIP * 1000:.0f} ms per "
-                  "round trip (no BEGIN: the statements and the COMMIT), DuckDB underneath")
+    console.print(
+        f"\n[bold]2. A model of real Snowflake[/bold]: {ROUND_TRIP * 1000:.0f} ms per "
+        "round trip (no BEGIN: the statements and the COMMIT), DuckDB underneath"
+    )
     rows = [model_run(w, b) for w, b in MODEL_CONFIGS]
     rows += [model_run(w, b, additive=False) for w, b in WITHIN_CONFIGS]
-    table = Table("workers", "batch", "DuckDB", "events", "trips/batch", "DuckDB ms/batch",
-                  "ceiling ev/s", "steady ev/s", "of ceiling", "whole run ev/s")
+    table = Table(
+        "workers",
+        "batch",
+        "DuckDB",
+        "events",
+        "trips/batch",
+        "DuckDB ms/batch",
+        "ceiling ev/s",
+        "steady ev/s",
+        "of ceiling",
+        "whole run ev/s",
+    )
     for r in rows:
-        table.add_row(str(r.workers), f"{r.batch_size:,}",
-                      "on top" if r.additive else "within", f"{r.events:,}",
-                      f"{r.trips_per_batch:.2f}", f"{r.work_ms:.0f}", f"{r.ceiling:,.0f}",
-                      f"{r.steady_rate:,.0f}", f"{r.share:.0%}", f"{r.rate:,.0f}")
+        table.add_row(
+            str(r.workers),
+            f"{r.batch_size:,}",
+            "on top" if r.additive else "within",
+            f"{r.events:,}",
+            f"{r.trips_per_batch:.2f}",
+            f"{r.work_ms:.0f}",
+            f"{r.ceiling:,.0f}",
+            f"{r.steady_rate:,.0f}",
+            f"{r.share:.0%}",
+            f"{r.rate:,.0f}",
+        )
     console.print(table)
     seed_model = 1 / (2 * ROUND_TRIP)
     console.print(

@@ -1,4 +1,4 @@
-"""The consumer coroutines: batch on size or time, collapse to the net effect, apply.
+"""The consumer coroutines: take chunks off a worker's queue, batch them, apply each batch.
 
 Each worker owns a fixed set of partitions and one thread, on which its
 writer (its connection) lives. Its batches are applied strictly one after
@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
-
-import numpy as np
+from typing import Literal
 
 from . import logs
-from .events import Batch, Changes, Op, net_effect
+from .batcher import Batcher
+from .events import Batch, Chunk, Op
 from .metrics import Metrics, Stats
+from .net_effect import net_effect
 from .queue import EventQueue
 from .sinks.base import Sink, Writer
 
@@ -26,14 +27,84 @@ log = logs.get("consumer")
 
 
 def _apply(writer: Writer, batch: Batch) -> tuple[float, int]:
-    """Apply on the worker's thread; returns the seconds taken and the retries it needed.
-
-    A writer that retries transient errors itself counts them in ``retries``.
-    """
-    before = getattr(writer, "retries", 0)
+    """Apply on the worker's thread; returns the seconds taken and the retries it needed."""
+    before = writer.retries
     t0 = time.perf_counter()
     writer.apply(batch)
-    return time.perf_counter() - t0, getattr(writer, "retries", 0) - before
+    return time.perf_counter() - t0, writer.retries - before
+
+
+class Applier:
+    """One worker's writer on its own thread, with at most one batch in flight."""
+
+    def __init__(self, worker: int, stats: Stats, metrics: Metrics) -> None:
+        self.worker = worker
+        self._stats, self._metrics = stats, metrics
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"cdc-worker-{worker}")
+        self._writer: Writer | None = None
+        self._inflight: asyncio.Future[tuple[float, int]] | None = None
+        self._batch: Batch | None = None
+
+    async def open(self, sink: Sink) -> None:
+        """The writer is created on the thread that will use it."""
+        loop = asyncio.get_running_loop()
+        self._writer = await loop.run_in_executor(self._executor, sink.writer, self.worker)
+
+    async def submit(self, batch: Batch) -> None:
+        """Wait for the batch in flight to commit, then start this one."""
+        await self.settle()
+        assert self._writer is not None
+        loop = asyncio.get_running_loop()
+        self._batch = batch
+        self._inflight = loop.run_in_executor(self._executor, _apply, self._writer, batch)
+
+    async def settle(self) -> None:
+        """Wait for the batch in flight, and account for it."""
+        if self._inflight is None or self._batch is None:
+            return
+        try:
+            seconds, retries = await self._inflight
+        except BaseException:
+            self._metrics.errors.inc()
+            raise
+        batch, self._inflight, self._batch = self._batch, None, None
+        self._stats.record_batch(batch, retries)
+        self._metrics.record_batch(batch, seconds, retries)
+        sizes = batch.sizes()
+        log.debug(
+            "sink.batch_committed",
+            worker=self.worker,
+            events=batch.size,
+            inserts=sizes[Op.INSERT],
+            updates=sizes[Op.UPDATE],
+            deletes=sizes[Op.DELETE],
+            last_seq=batch.last_seq,
+            seconds=round(seconds, 4),
+        )
+
+    async def close(self) -> None:
+        """Never close a connection under a transaction: let the batch in flight commit or
+        fail on its thread first (its checkpoint says which, next time)."""
+        loop = asyncio.get_running_loop()
+        if self._inflight is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self._inflight)
+        if self._writer is not None:
+            await loop.run_in_executor(self._executor, self._writer.close)
+        self._executor.shutdown(wait=False)
+
+
+async def _next(queue: EventQueue, deadline: float | None) -> Chunk | Literal[False] | None:
+    """The next chunk; None at the end of the stream; False when ``deadline`` passed first."""
+    if not queue.empty():
+        return queue.get_nowait()
+    if deadline is None:
+        return await queue.get()
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await queue.get()
+    except TimeoutError:
+        return False
 
 
 async def consume(
@@ -48,109 +119,24 @@ async def consume(
 ) -> None:
     """Apply everything put on ``queue`` until its end-of-stream marker, then return."""
     loop = asyncio.get_running_loop()
-    executor = ThreadPoolExecutor(1, thread_name_prefix=f"cdc-worker-{worker}")
-    inflight: asyncio.Future[tuple[float, int]] | None = None
-    inflight_batch: Batch | None = None
-    writer: Writer | None = None
-
-    async def settle() -> None:
-        """Wait for the batch in flight and account for it."""
-        nonlocal inflight, inflight_batch
-        if inflight is None or inflight_batch is None:
-            return
-        try:
-            seconds, retries = await inflight
-        except BaseException:
-            metrics.errors.inc()
-            raise
-        if retries:
-            stats.retries += retries
-            metrics.retries.inc(retries)
-        b = inflight_batch
-        inflight = inflight_batch = None
-        for op, n in b.counts.items():
-            stats.applied[op] += n
-        stats.batches += 1
-        stats.last_commit = time.monotonic()
-        stats.rows_written += len(b.rows)
-        metrics.count_applied(b.counts, seconds)
-        sizes = b.sizes()
-        log.debug(
-            "sink.batch_committed",
-            worker=worker,
-            events=b.events,
-            inserts=sizes[Op.INSERT],
-            updates=sizes[Op.UPDATE],
-            deletes=sizes[Op.DELETE],
-            last_seq=b.last_seq,
-            seconds=round(seconds, 4),
-        )
-
-    async def submit(events: Changes, parts: np.ndarray) -> None:
-        nonlocal inflight, inflight_batch
-        batch = net_effect(worker, events, parts)  # on the loop, while the last one commits
-        await settle()
-        assert writer is not None
-        inflight_batch = batch
-        inflight = loop.run_in_executor(executor, _apply, writer, batch)
-
+    batcher = Batcher(batch_size, flush_interval)
+    applier = Applier(worker, stats, metrics)
     try:
-        writer = await loop.run_in_executor(executor, sink.writer, worker)
-        # The open batch: chunks as they came, joined when the batch closes.
-        chunks: list[Changes] = []
-        chunk_parts: list[np.ndarray] = []
-        held = 0
-        opened = 0.0  # when the first event of the open batch arrived
-        done = False
-        while not done:
-            item = None
-            timed_out = False
-            if not queue.empty():
-                item = queue.get_nowait()
-            elif not held:
-                item = await queue.get()
+        await applier.open(sink)
+        while True:
+            item = await _next(queue, batcher.deadline())
+            now = loop.time()
+            if item is None or item is False:  # the end, or the open batch's linger is up
+                ready = batcher.flush(now)
             else:
-                try:
-                    async with asyncio.timeout(max(0.0, opened + flush_interval - loop.time())):
-                        item = await queue.get()
-                except TimeoutError:
-                    timed_out = True
-            if item is None and not timed_out:
-                done = True
-            elif item is not None and len(item[0]):
-                if not held:
-                    opened = loop.time()
-                chunks.append(item[0])
-                chunk_parts.append(item[1])
-                held += len(item[0])
-            if held >= batch_size or (
-                held and (done or timed_out or loop.time() - opened >= flush_interval)
-            ):
-                events = Changes.concat(chunks)
-                parts = np.concatenate(chunk_parts)
-                chunks, chunk_parts = [], []
-                start = 0
-                while held - start >= batch_size:
-                    await submit(
-                        events.take(slice(start, start + batch_size)),
-                        parts[start : start + batch_size],
-                    )
-                    start += batch_size
-                    opened = loop.time()
-                if start < held:
-                    rest, rest_parts = events.take(slice(start, held)), parts[start:]
-                    if done or timed_out or loop.time() - opened >= flush_interval:
-                        await submit(rest, rest_parts)
-                    else:
-                        chunks, chunk_parts = [rest], [rest_parts]
-                held = sum(map(len, chunks))
-        await settle()
+                ready = batcher.add(item, now)
+                if batcher.due(now):
+                    ready += batcher.flush(now)
+            for changes, parts in ready:
+                # The net effect is worked out on the loop while the last batch commits.
+                await applier.submit(net_effect(worker, changes, parts))
+            if item is None:
+                break
+        await applier.settle()
     finally:
-        if inflight is not None:
-            # Never close a connection under a transaction: let it commit or
-            # fail on its thread first (its checkpoint says which, next time).
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(inflight)
-        if writer is not None:
-            await loop.run_in_executor(executor, writer.close)
-        executor.shutdown(wait=False)
+        await applier.close()

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .events import STATUSES, Changes, Event, Op, Status, order_prefix
+from .events import STATUSES, Changes, Event, Op, Row, Status, order_prefix
 
 #: Bump when a change would alter the stream for the same settings.
 GENERATOR_VERSION = 2
@@ -259,9 +259,9 @@ class OrderStream:
         self._no[slots[final]] = 0
 
 
-def replay(identity: StreamIdentity, events: int) -> dict[str, tuple[object, ...]]:
+def replay(identity: StreamIdentity, events: int) -> dict[str, Row]:
     """The state of ``raw_orders`` after the first ``events`` events, in memory."""
-    state: dict[str, tuple[object, ...]] = {}
+    state: dict[str, Row] = {}
     stream = OrderStream(identity)
     done = 0
     while done < events:
@@ -269,6 +269,6 @@ def replay(identity: StreamIdentity, events: int) -> dict[str, tuple[object, ...
             if ev.op is Op.DELETE:
                 del state[ev.order_id]
             else:
-                state[ev.order_id] = tuple(ev.row())
+                state[ev.order_id] = ev.row()
         done = stream.seq
     return state

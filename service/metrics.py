@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from .events import Op
+from .events import Batch, Op
 
 OPS = (Op.INSERT, Op.UPDATE, Op.DELETE)
 
@@ -23,7 +23,6 @@ class Stats:
     applied: dict[Op, int] = field(default_factory=lambda: dict.fromkeys(OPS, 0))
     skipped: int = 0  # regenerated on resume, already held by the target
     batches: int = 0
-    rows_written: int = 0
     blocked_seconds: float = 0.0
     retries: int = 0
     last_commit: float = 0.0  # time.monotonic() of the last commit
@@ -38,6 +37,14 @@ class Stats:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def record_batch(self, batch: Batch, retries: int) -> None:
+        """A batch committed."""
+        for op, n in batch.counts.items():
+            self.applied[op] += n
+        self.batches += 1
+        self.retries += retries
+        self.last_commit = time.monotonic()
 
 
 class Metrics:
@@ -55,9 +62,9 @@ class Metrics:
         self.blocked = Counter(
             "cdc_producer_blocked_seconds", "Time the producer waited on a full queue", registry=r
         )
-        self.batch_rows = Histogram(
-            "cdc_batch_rows",
-            "Events per applied batch",
+        self.batch_events = Histogram(
+            "cdc_batch_events",
+            "Events per applied batch (before collapsing to one change per order)",
             registry=r,
             buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 100000),
         )
@@ -85,10 +92,13 @@ class Metrics:
             if n:
                 self._gen[op].inc(n)
 
-    def count_applied(self, counts: dict[Op, int], seconds: float) -> None:
-        for op, n in counts.items():
+    def record_batch(self, batch: Batch, seconds: float, retries: int) -> None:
+        """A batch committed after ``seconds`` and ``retries``."""
+        for op, n in batch.counts.items():
             if n:
                 self._app[op].inc(n)
-        self.batch_rows.observe(sum(counts.values()))
+        if retries:
+            self.retries.inc(retries)
+        self.batch_events.observe(batch.size)
         self.batch_apply.observe(seconds)
         self.last_commit.set(time.time())

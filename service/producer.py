@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from asyncio_throttle import Throttler  # type: ignore[attr-defined]
 
 from . import logs
-from .events import Op
+from .events import Chunk, Op
 from .generator import OrderStream
 from .metrics import Metrics, Stats
-from .partition import Router
-from .queue import Chunk, EventQueue
+from .queue import EventQueue
+from .router import Router
 
 log = logs.get("producer")
 

@@ -12,12 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-import numpy as np
-
-from .events import Changes
-
-#: A run of one worker's events and the partition of each.
-Chunk = tuple[Changes, np.ndarray]
+from .events import Chunk
 
 
 class EventQueue(asyncio.Queue[Chunk | None]):

@@ -30,9 +30,9 @@ from .consumers import consume
 from .generator import OrderStream, StreamIdentity
 from .http import HttpServer
 from .metrics import Metrics, Stats
-from .partition import Router
 from .producer import produce
 from .queue import EventQueue
+from .router import Router
 from .sinks import make_sink
 from .sinks.base import Sink
 

@@ -32,7 +32,7 @@ from typing import Any
 from . import warehouse
 from .events import Op, Status
 from .generator import OrderStream, StreamIdentity
-from .partition import checkpoint_array, partitions_of
+from .router import checkpoint_array, partitions_of
 from .sinks.base import SinkError
 
 #: order_id, customer_id, order_ts (epoch s), status, amount (cents), product_id, quantity

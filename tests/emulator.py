@@ -30,8 +30,7 @@ from service.sinks.emulator import ACCOUNT, PASSWORD, USER, Emulator, fakesnow_s
 from service.sinks.snowflake import open_connection
 
 ROWS_SQL = (
-    "SELECT order_id, customer_id, order_date, status, amount, product_id, quantity "
-    "FROM raw_orders"
+    "SELECT order_id, customer_id, order_date, status, amount, product_id, quantity FROM raw_orders"
 )
 _EPOCH = dt.datetime(1970, 1, 1)
 _LEAD = r"^\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*"
@@ -94,16 +93,25 @@ class Gate:
                 return
             login["data"].setdefault("SESSION_PARAMETERS", {})["nop_regexes"] = NOP_REGEXES
             body = json.dumps(login).encode()
-            scope = {**scope, "headers": [
-                (k, v) for k, v in scope["headers"]
-                if k.lower() not in (b"content-encoding", b"content-length")
-            ] + [(b"content-length", str(len(body)).encode())]}
+            scope = {
+                **scope,
+                "headers": [
+                    (k, v)
+                    for k, v in scope["headers"]
+                    if k.lower() not in (b"content-encoding", b"content-length")
+                ]
+                + [(b"content-length", str(len(body)).encode())],
+            }
         elif path.endswith("/query-request"):
             token = headers.get("authorization", "")[17:-1]
             rec = Recorded(token, json.loads(raw)["sqlText"])
             self.statements.append(rec)
-            if self.victim_insert and rec.verb == "INSERT" and self.victim is None and sum(
-                    1 for r in self.statements if r.verb == "INSERT") == self.victim_insert:
+            if (
+                self.victim_insert
+                and rec.verb == "INSERT"
+                and self.victim is None
+                and sum(1 for r in self.statements if r.verb == "INSERT") == self.victim_insert
+            ):
                 self.victim = token
                 start = time.monotonic()
                 await asyncio.sleep(self.stall)
@@ -125,7 +133,9 @@ class Gate:
         user = str(data.get("LOGIN_NAME", "")).upper()
         if data.get("AUTHENTICATOR") == "SNOWFLAKE_JWT":
             keys = {k.upper(): v for k, v in (self.public_keys or {}).items()}
-            if self.public_keys is not None and not _jwt_ok(str(data.get("TOKEN", "")), keys.get(user)):
+            if self.public_keys is not None and not _jwt_ok(
+                str(data.get("TOKEN", "")), keys.get(user)
+            ):
                 return _refusal("390144", "JWT token is invalid.")
             return None
         if self.passwords is not None:
@@ -136,15 +146,27 @@ class Gate:
 
 
 def _refusal(code: str, message: str) -> dict[str, Any]:
-    return {"data": {"nextAction": "RETRY_LOGIN", "authnMethod": "PASSWORD"},
-            "code": code, "message": message, "success": False, "headers": None}
+    return {
+        "data": {"nextAction": "RETRY_LOGIN", "authnMethod": "PASSWORD"},
+        "code": code,
+        "message": message,
+        "success": False,
+        "headers": None,
+    }
 
 
 async def _json(send: Any, payload: dict[str, Any]) -> None:
     body = json.dumps(payload).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -162,8 +184,9 @@ def _jwt_ok(token: str, public_key: Any) -> bool:
     if public_key is None or len(parts) != 3:
         return False
     try:
-        public_key.verify(_b64(parts[2]), f"{parts[0]}.{parts[1]}".encode(),
-                          padding.PKCS1v15(), hashes.SHA256())
+        public_key.verify(
+            _b64(parts[2]), f"{parts[0]}.{parts[1]}".encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
     except InvalidSignature:
         return False
     return True
@@ -191,10 +214,15 @@ class Server:
 
     def env(self, port: int | None = None, **extra: str) -> dict[str, str]:
         return {
-            "SNOWFLAKE_ACCOUNT": ACCOUNT, "SNOWFLAKE_USER": "cdc_service",
-            "SNOWFLAKE_PASSWORD": "emulator-pass", "SNOWFLAKE_HOST": "127.0.0.1",
-            "SNOWFLAKE_PORT": str(port or self.port), "SNOWFLAKE_PROTOCOL": "http",
-            "SNOWFLAKE_LOGIN_TIMEOUT": "20", "SNOWFLAKE_NETWORK_TIMEOUT": "10", **extra,
+            "SNOWFLAKE_ACCOUNT": ACCOUNT,
+            "SNOWFLAKE_USER": "cdc_service",
+            "SNOWFLAKE_PASSWORD": "emulator-pass",
+            "SNOWFLAKE_HOST": "127.0.0.1",
+            "SNOWFLAKE_PORT": str(port or self.port),
+            "SNOWFLAKE_PROTOCOL": "http",
+            "SNOWFLAKE_LOGIN_TIMEOUT": "20",
+            "SNOWFLAKE_NETWORK_TIMEOUT": "10",
+            **extra,
         }
 
     def rows(self, database: str = "ECOMM") -> dict[str, tuple[object, ...]]:

@@ -101,8 +101,11 @@ def _describe(request: bytes) -> Request:
             token = ln.split(b"=", 1)[-1].strip(b' "').decode(errors="replace")
     if "/queries/v1/query-request" in path and body:
         try:
-            raw = gzip.decompress(body) if any(
-                ln.lower().startswith(b"content-encoding: gzip") for ln in lines) else body
+            raw = (
+                gzip.decompress(body)
+                if any(ln.lower().startswith(b"content-encoding: gzip") for ln in lines)
+                else body
+            )
             sql = json.loads(raw).get("sqlText")
         except (OSError, ValueError):
             sql = None
@@ -153,8 +156,9 @@ class FaultProxy:
             return
         broken = threading.Event()
         no_reply = threading.Event()
-        threading.Thread(target=self._replies, args=(server, client, broken, no_reply),
-                         daemon=True).start()
+        threading.Thread(
+            target=self._replies, args=(server, client, broken, no_reply), daemon=True
+        ).start()
         buf = bytearray()
         try:
             while not broken.is_set():
@@ -180,8 +184,13 @@ class FaultProxy:
         _reset(client)
         _reset(server)
 
-    def _replies(self, server: socket.socket, client: socket.socket, broken: threading.Event,
-                 no_reply: threading.Event) -> None:
+    def _replies(
+        self,
+        server: socket.socket,
+        client: socket.socket,
+        broken: threading.Event,
+        no_reply: threading.Event,
+    ) -> None:
         try:
             while not broken.is_set():
                 data = server.recv(65536)

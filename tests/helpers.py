@@ -32,7 +32,7 @@ def expected_at_checkpoints(ident: object, ckpts: dict[int, int]) -> dict[str, t
     """The table a target must hold given its per-partition checkpoints (independently computed)."""
     from service.events import Op
     from service.generator import OrderStream
-    from service.partition import partition_of
+    from service.router import partition_of
 
     stream = OrderStream(ident)  # type: ignore[arg-type]
     state: dict[str, tuple[object, ...]] = {}

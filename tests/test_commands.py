@@ -79,8 +79,14 @@ def test_refresh_then_report_prints_months_by_metrics(target: Path) -> None:
         line = next(ln for ln in out.splitlines() if f"{year}-{month:02d}" in ln)
         assert f"{orders:,}" in line and f"{revenue:,.2f}" in line
     header = out.split("┡")[0]  # long names are broken after an underscore
-    for metric in ("total_orders", "average_order_value", "unique_customers",
-                   "total_high_value_orders", "high_value_order_count", "low_value_order_count"):
+    for metric in (
+        "total_orders",
+        "average_order_value",
+        "unique_customers",
+        "total_high_value_orders",
+        "high_value_order_count",
+        "low_value_order_count",
+    ):
         assert all(part in header for part in commands._header(metric, 12).splitlines()), metric
 
 
@@ -113,16 +119,19 @@ def test_query_prints_a_table_and_refuses_writes(target: Path) -> None:
     assert "Traceback" not in broken.stderr
 
 
-@pytest.mark.parametrize("sql", [
-    "DROP TABLE raw_orders",
-    "SELECT 1; DROP TABLE raw_orders",
-    "CREATE TABLE x AS SELECT 1",
-    "SELECT * INTO copy FROM raw_orders",
-    "WITH a AS (SELECT 1) INSERT INTO raw_orders SELECT * FROM raw_orders",
-    "UPDATE raw_orders SET amount = 0",
-    "COPY raw_orders TO 'out.csv'",
-    "SELECT (",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DROP TABLE raw_orders",
+        "SELECT 1; DROP TABLE raw_orders",
+        "CREATE TABLE x AS SELECT 1",
+        "SELECT * INTO copy FROM raw_orders",
+        "WITH a AS (SELECT 1) INSERT INTO raw_orders SELECT * FROM raw_orders",
+        "UPDATE raw_orders SET amount = 0",
+        "COPY raw_orders TO 'out.csv'",
+        "SELECT (",
+    ],
+)
 def test_read_only_refuses_anything_but_one_query(sql: str) -> None:
     """Writes, DDL, several statements and bad SQL are refused before reaching the target."""
     with pytest.raises(ConfigError):
@@ -131,11 +140,17 @@ def test_read_only_refuses_anything_but_one_query(sql: str) -> None:
 
 def test_read_only_accepts_queries() -> None:
     """SELECT, WITH, UNION and the seed's own queries pass, in either dialect."""
-    for sql in ("SELECT * FROM raw_orders", "WITH a AS (SELECT 1 AS x) SELECT x FROM a",
-                "SELECT 1 UNION ALL SELECT 2", "SELECT * FROM orders_aggregated"):
+    for sql in (
+        "SELECT * FROM raw_orders",
+        "WITH a AS (SELECT 1 AS x) SELECT x FROM a",
+        "SELECT 1 UNION ALL SELECT 2",
+        "SELECT * FROM orders_aggregated",
+    ):
         assert commands.read_only(sql, "duckdb") == sql
-    seed = ("SELECT * FROM TABLE(INFORMATION_SCHEMA.TASK_HISTORY(TASK_NAME=>'refresh_orders_agg')) "
-            "ORDER BY SCHEDULED_TIME")
+    seed = (
+        "SELECT * FROM TABLE(INFORMATION_SCHEMA.TASK_HISTORY(TASK_NAME=>'refresh_orders_agg')) "
+        "ORDER BY SCHEDULED_TIME"
+    )
     assert commands.read_only(seed, "snowflake") == seed
 
 
@@ -150,8 +165,20 @@ def test_query_caps_what_it_prints(target: Path) -> None:
 def test_run_refreshes_on_schedule(tmp_path: Path) -> None:
     """While `run` runs, the layers are refreshed every CDC_REFRESH_INTERVAL seconds."""
     path = tmp_path / "scheduled.duckdb"
-    done = cli("run", "--duration", "1.6", "--rate", "4000", "--seed", "7", "--start", START,
-               "--duckdb-path", str(path), env={"CDC_REFRESH_INTERVAL": "0.4"})
+    done = cli(
+        "run",
+        "--duration",
+        "1.6",
+        "--rate",
+        "4000",
+        "--seed",
+        "7",
+        "--start",
+        START,
+        "--duckdb-path",
+        str(path),
+        env={"CDC_REFRESH_INTERVAL": "0.4"},
+    )
     assert done.returncode == 0, done.stdout[-2000:]
     shown = cli("tasks", "--duckdb-path", str(path))
     assert shown.returncode == 0

@@ -26,7 +26,9 @@ def test_the_limit_grows_with_the_workers_and_can_be_set(tmp_path: Path) -> None
     assert _limit(tmp_path / "a.duckdb", workers=16) == _limit(
         tmp_path / "b.duckdb", memory_mb=memory_limit_mb(16)
     )
-    assert _limit(tmp_path / "c.duckdb", memory_mb=100) != _limit(tmp_path / "d.duckdb", memory_mb=200)
+    assert _limit(tmp_path / "c.duckdb", memory_mb=100) != _limit(
+        tmp_path / "d.duckdb", memory_mb=200
+    )
 
 
 def test_running_out_of_memory_stops_cleanly_and_a_rerun_with_more_completes(

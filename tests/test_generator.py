@@ -61,6 +61,7 @@ def test_amount_is_unit_price_times_quantity() -> None:
     prices: dict[str, set[int]] = collections.defaultdict(set)
     for ev in OrderStream(identity()).take(50_000):
         if ev.op is not Op.DELETE:
+            assert ev.amount_cents is not None and ev.quantity and ev.product_id is not None
             assert ev.amount_cents % ev.quantity == 0
             prices[ev.product_id].add(ev.amount_cents // ev.quantity)
     assert all(len(p) == 1 for p in prices.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from .conftest import START, cli, config, identity
 from .helpers import duckdb_checkpoints, duckdb_rows
 
 
-def run_service(**flags: object) -> Service:
+def run_service(**flags: Any) -> Service:
     service = Service(config(**flags))
     asyncio.run(service.run())
     return service

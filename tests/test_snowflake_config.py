@@ -24,9 +24,12 @@ PASSWORD = "s3cret-Pa55word-never-logged"  # noqa: S105 (a test secret, grepped 
 PASSPHRASE = "key-passphrase-never-logged"  # noqa: S105
 
 
-def _run(env: dict[str, str], *extra: str, events: str = EVENTS) -> subprocess.CompletedProcess[str]:
-    return cli("run", "--events", events, "--seed", "7", "--start", START, *extra, env=env,
-               timeout=120)
+def _run(
+    env: dict[str, str], *extra: str, events: str = EVENTS
+) -> subprocess.CompletedProcess[str]:
+    return cli(
+        "run", "--events", events, "--seed", "7", "--start", START, *extra, env=env, timeout=120
+    )
 
 
 def _lines(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
@@ -57,12 +60,16 @@ def rsa_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, bytes]
     """An encrypted PKCS#8 key file, its public key, and its unencrypted PEM body."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     path = tmp_path_factory.mktemp("keys") / "rsa_key.p8"
-    path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(PASSPHRASE.encode()),
-    ))
-    plain = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption())
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(PASSPHRASE.encode()),
+        )
+    )
+    plain = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return path, key.public_key(), plain
 
 
@@ -82,8 +89,11 @@ def test_key_pair_sign_in_writes_and_never_logs_the_key(
     locked_server: Server, rsa_key: tuple[Path, Any, bytes]
 ) -> None:
     """SNOWFLAKE_PRIVATE_KEY_FILE (+ _PWD): a JWT the server verifies; the stream lands."""
-    env = locked_server.env(SNOWFLAKE_USER="cdc_keypair", SNOWFLAKE_PRIVATE_KEY_FILE=str(rsa_key[0]),
-                            SNOWFLAKE_PRIVATE_KEY_FILE_PWD=PASSPHRASE)
+    env = locked_server.env(
+        SNOWFLAKE_USER="cdc_keypair",
+        SNOWFLAKE_PRIVATE_KEY_FILE=str(rsa_key[0]),
+        SNOWFLAKE_PRIVATE_KEY_FILE_PWD=PASSPHRASE,
+    )
     del env["SNOWFLAKE_PASSWORD"]
     proc = _run(env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -107,9 +117,11 @@ def test_unregistered_key_is_refused_exit_1(locked_server: Server, tmp_path: Pat
     """A well-formed key whose public half is not registered: the JWT is refused, exit 1."""
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     path = tmp_path / "other.pem"
-    pem = other.private_bytes(serialization.Encoding.PEM,
-                              serialization.PrivateFormat.TraditionalOpenSSL,
-                              serialization.NoEncryption())
+    pem = other.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
     path.write_bytes(pem)
     env = locked_server.env(SNOWFLAKE_USER="cdc_keypair", SNOWFLAKE_PRIVATE_KEY_FILE=str(path))
     proc = _run(env)
@@ -121,8 +133,11 @@ def test_unregistered_key_is_refused_exit_1(locked_server: Server, tmp_path: Pat
     ("content", "pwd", "setting"),
     [
         (None, None, "SNOWFLAKE_PRIVATE_KEY_FILE: "),  # missing file
-        (b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n", None,
-         "SNOWFLAKE_PRIVATE_KEY_FILE: "),  # malformed
+        (
+            b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+            None,
+            "SNOWFLAKE_PRIVATE_KEY_FILE: ",
+        ),  # malformed
         ("encrypted", "wrong passphrase", "SNOWFLAKE_PRIVATE_KEY_FILE: "),  # wrong passphrase
         ("encrypted", None, "SNOWFLAKE_PRIVATE_KEY_FILE_PWD: "),  # passphrase missing
     ],
@@ -137,8 +152,12 @@ def test_key_file_problems_are_configuration_errors(
         path = rsa_key[0]
     elif content is not None:
         path.write_bytes(content)
-    env = {"SNOWFLAKE_ACCOUNT": "acme-xy12345", "SNOWFLAKE_USER": "cdc_keypair",
-           "SNOWFLAKE_PRIVATE_KEY_FILE": str(path), "SNOWFLAKE_LOGIN_TIMEOUT": "5"}
+    env = {
+        "SNOWFLAKE_ACCOUNT": "acme-xy12345",
+        "SNOWFLAKE_USER": "cdc_keypair",
+        "SNOWFLAKE_PRIVATE_KEY_FILE": str(path),
+        "SNOWFLAKE_LOGIN_TIMEOUT": "5",
+    }
     if pwd:
         env["SNOWFLAKE_PRIVATE_KEY_FILE_PWD"] = pwd
     proc = _run(env)
@@ -156,9 +175,15 @@ def _closed_port() -> int:
 
 def test_unreachable_account_gives_up_within_the_login_timeout() -> None:
     """Nothing listening: exit 1 after about SNOWFLAKE_LOGIN_TIMEOUT seconds, one line."""
-    env = {"SNOWFLAKE_ACCOUNT": "acme-xy12345", "SNOWFLAKE_USER": "cdc", "SNOWFLAKE_PASSWORD": PASSWORD,
-           "SNOWFLAKE_HOST": "127.0.0.1", "SNOWFLAKE_PORT": str(_closed_port()),
-           "SNOWFLAKE_PROTOCOL": "http", "SNOWFLAKE_LOGIN_TIMEOUT": "4"}
+    env = {
+        "SNOWFLAKE_ACCOUNT": "acme-xy12345",
+        "SNOWFLAKE_USER": "cdc",
+        "SNOWFLAKE_PASSWORD": PASSWORD,
+        "SNOWFLAKE_HOST": "127.0.0.1",
+        "SNOWFLAKE_PORT": str(_closed_port()),
+        "SNOWFLAKE_PROTOCOL": "http",
+        "SNOWFLAKE_LOGIN_TIMEOUT": "4",
+    }
     started = time.monotonic()
     proc = _run(env)
     elapsed = time.monotonic() - started
@@ -172,10 +197,15 @@ def test_silent_account_gives_up_within_the_login_timeout() -> None:
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)  # never accepted, never answered
-        env = {"SNOWFLAKE_ACCOUNT": "acme-xy12345", "SNOWFLAKE_USER": "cdc",
-               "SNOWFLAKE_PASSWORD": PASSWORD, "SNOWFLAKE_HOST": "127.0.0.1",
-               "SNOWFLAKE_PORT": str(silent.getsockname()[1]), "SNOWFLAKE_PROTOCOL": "http",
-               "SNOWFLAKE_LOGIN_TIMEOUT": "3"}
+        env = {
+            "SNOWFLAKE_ACCOUNT": "acme-xy12345",
+            "SNOWFLAKE_USER": "cdc",
+            "SNOWFLAKE_PASSWORD": PASSWORD,
+            "SNOWFLAKE_HOST": "127.0.0.1",
+            "SNOWFLAKE_PORT": str(silent.getsockname()[1]),
+            "SNOWFLAKE_PROTOCOL": "http",
+            "SNOWFLAKE_LOGIN_TIMEOUT": "3",
+        }
         started = time.monotonic()
         proc = _run(env)
         elapsed = time.monotonic() - started
@@ -188,8 +218,9 @@ def test_default_login_timeout_is_at_most_60_seconds() -> None:
     """Without SNOWFLAKE_LOGIN_TIMEOUT an unreachable account is given up on within 60 s."""
     from service.sinks.snowflake import connection_spec
 
-    spec = connection_spec(config({"SNOWFLAKE_ACCOUNT": "a", "SNOWFLAKE_USER": "u",
-                                   "SNOWFLAKE_PASSWORD": "p"}))
+    spec = connection_spec(
+        config({"SNOWFLAKE_ACCOUNT": "a", "SNOWFLAKE_USER": "u", "SNOWFLAKE_PASSWORD": "p"})
+    )
     assert spec.login_timeout <= 60
     assert spec.kwargs(False, "t")["login_timeout"] <= 60
     assert PASSWORD not in repr(spec) and "'p'" not in repr(spec)
@@ -199,26 +230,47 @@ def test_credentials_file_of_the_original_project(tmp_path: Path) -> None:
     """--credentials snowflake_credentials.json: its user, password and names are used."""
     with Server(Gate(passwords={"seed_user": PASSWORD})) as server:
         creds = tmp_path / "snowflake_credentials.json"
-        creds.write_text(json.dumps({
-            "user": "seed_user", "password": PASSWORD, "account": "acme-xy12345",
-            "warehouse": "COMPUTE_WH", "database": "SEEDDB", "schema": "RAW",
-        }))
+        creds.write_text(
+            json.dumps(
+                {
+                    "user": "seed_user",
+                    "password": PASSWORD,
+                    "account": "acme-xy12345",
+                    "warehouse": "COMPUTE_WH",
+                    "database": "SEEDDB",
+                    "schema": "RAW",
+                }
+            )
+        )
         env = {k: v for k, v in server.env().items() if k.endswith(("HOST", "PORT", "PROTOCOL"))}
         proc = _run(env, "--target", "snowflake", "--credentials", str(creds))
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         connected = next(e for e in _lines(proc) if e["event"] == "sink.connected")
         assert (connected["database"], connected["schema"], connected["user"]) == (
-            "SEEDDB", "RAW", "seed_user")
+            "SEEDDB",
+            "RAW",
+            "seed_user",
+        )
         assert len(server.query("SELECT * FROM SEEDDB.RAW.raw_orders", database="SEEDDB")) == len(
-            replay(identity(7), int(EVENTS)))
+            replay(identity(7), int(EVENTS))
+        )
     assert_clean(proc, PASSWORD)
 
 
 def test_bad_identifier_in_credentials_file_is_exit_2(tmp_path: Path) -> None:
     """A database name that is not a Snowflake identifier: exit 2, naming the file's key."""
     creds = tmp_path / "snowflake_credentials.json"
-    creds.write_text(json.dumps({"user": "u", "password": PASSWORD, "account": "a",
-                                 "database": "ECOMM; DROP TABLE x", "schema": "PUBLIC"}))
+    creds.write_text(
+        json.dumps(
+            {
+                "user": "u",
+                "password": PASSWORD,
+                "account": "a",
+                "database": "ECOMM; DROP TABLE x",
+                "schema": "PUBLIC",
+            }
+        )
+    )
     proc = _run({}, "--target", "snowflake", "--credentials", str(creds))
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("ecomm-cdc: error: --credentials (database): ")
@@ -238,13 +290,16 @@ def test_named_connection_from_connections_toml(tmp_path: Path) -> None:
             'database = "TOMLDB"\nschema = "PUBLIC"\nwarehouse = "COMPUTE_WH"\n'
         )
         toml.chmod(0o600)
-        proc = _run({"SNOWFLAKE_HOME": str(home)}, "--target", "snowflake",
-                    "--connection", "emulator")
+        proc = _run(
+            {"SNOWFLAKE_HOME": str(home)}, "--target", "snowflake", "--connection", "emulator"
+        )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         assert len(server.query("SELECT * FROM raw_orders", database="TOMLDB")) == len(
-            replay(identity(7), int(EVENTS)))
-        missing = _run({"SNOWFLAKE_HOME": str(home)}, "--target", "snowflake",
-                       "--connection", "nope")
+            replay(identity(7), int(EVENTS))
+        )
+        missing = _run(
+            {"SNOWFLAKE_HOME": str(home)}, "--target", "snowflake", "--connection", "nope"
+        )
     assert missing.returncode == 2
     assert "--connection: no connection named 'nope'" in missing.stderr
     assert_clean(proc, PASSWORD)

@@ -33,13 +33,40 @@ def test_emulator_target_says_where_it_listens_and_serves_other_clients() -> Non
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "SNOWFLAKE_"))}
     env.update(CDC_HTTP_PORT="0", CDC_LOG_FORMAT="json")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "run", "--target", "emulator", "--duration", "7",
-         "--rate", "150", "--batch-size", "100", "--flush-interval", "0.3", "--seed", "7",
-         "--start", START],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "run",
+            "--target",
+            "emulator",
+            "--duration",
+            "7",
+            "--rate",
+            "150",
+            "--batch-size",
+            "100",
+            "--flush-interval",
+            "0.3",
+            "--seed",
+            "7",
+            "--start",
+            START,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    stdout = proc.stdout
+    assert stdout is not None
+
+    def pump() -> None:
+        for ln in stdout:
+            lines.put(ln)
+
+    threading.Thread(target=pump, daemon=True).start()
     try:
         listening = None
         while listening is None:
@@ -48,10 +75,16 @@ def test_emulator_target_says_where_it_listens_and_serves_other_clients() -> Non
                 listening = event
         assert listening["host"] == "127.0.0.1" and listening["url"].startswith("http://")
         conn = snowflake.connector.connect(
-            account="anyone", user="person", password="x",  # noqa: S106 (any is accepted)
+            account="anyone",
+            user="person",
+            password="x",  # noqa: S106 (any is accepted)
             host=listening["host"],
-            port=listening["port"], protocol="http", database="ECOMM", schema="PUBLIC",
-            login_timeout=10, network_timeout=10,
+            port=listening["port"],
+            protocol="http",
+            database="ECOMM",
+            schema="PUBLIC",
+            login_timeout=10,
+            network_timeout=10,
         )
         seen = 0
         deadline = time.monotonic() + 30
@@ -75,24 +108,49 @@ def _emulator_rows(path: Path) -> dict[str, tuple[object, ...]]:
     finally:
         con.close()
     epoch = dt.datetime(1970, 1, 1)
-    return {r[0]: (r[0], r[1], int((r[2] - epoch).total_seconds()), r[3], int(r[4] * 100), r[5],
-                   r[6]) for r in rows}
+    return {
+        r[0]: (r[0], r[1], int((r[2] - epoch).total_seconds()), r[3], int(r[4] * 100), r[5], r[6])
+        for r in rows
+    }
 
 
 @pytest.mark.timeout(150)
 def test_emulator_path_keeps_the_stream_across_runs(tmp_path: Path) -> None:
     """With CDC_EMULATOR_PATH a second run resumes the first; --reset starts afresh."""
     env = {"CDC_EMULATOR_PATH": str(tmp_path / "emu")}
-    first = cli("run", "--target", "emulator", "--events", "600", "--seed", "7", "--start", START,
-                env=env, timeout=100)
+    first = cli(
+        "run",
+        "--target",
+        "emulator",
+        "--events",
+        "600",
+        "--seed",
+        "7",
+        "--start",
+        START,
+        env=env,
+        timeout=100,
+    )
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     second = cli("run", "--target", "emulator", "--events", "1200", env=env, timeout=100)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
     started = next(e for e in _lines(second.stdout) if e["event"] == "service.started")
     assert started["resume_from"] > 0 and "seed=7" in started["stream"]
     assert _emulator_rows(tmp_path / "emu" / "ECOMM.db") == replay(identity(7), 1200)
-    third = cli("run", "--target", "emulator", "--events", "300", "--seed", "8", "--start", START,
-                "--reset", env=env, timeout=100)
+    third = cli(
+        "run",
+        "--target",
+        "emulator",
+        "--events",
+        "300",
+        "--seed",
+        "8",
+        "--start",
+        START,
+        "--reset",
+        env=env,
+        timeout=100,
+    )
     assert third.returncode == 0, third.stdout[-2000:] + third.stderr[-2000:]
     assert _emulator_rows(tmp_path / "emu" / "ECOMM.db") == replay(identity(8), 300)
 
@@ -102,15 +160,32 @@ def test_a_broken_worker_does_not_stall_the_others() -> None:
     """One worker's session hangs, then is gone: it reconnects; the others commit meanwhile."""
     gate = Gate(victim_insert=3, stall=6.0)
     with Server(gate) as server:
-        proc = cli("run", "--target", "snowflake", "--events", "3000", "--seed", "7",
-                   "--start", START, "--workers", "3", "--batch-size", "200",
-                   env=server.env(), timeout=180)
+        proc = cli(
+            "run",
+            "--target",
+            "snowflake",
+            "--events",
+            "3000",
+            "--seed",
+            "7",
+            "--start",
+            START,
+            "--workers",
+            "3",
+            "--batch-size",
+            "200",
+            env=server.env(),
+            timeout=180,
+        )
         rows = server.rows() if proc.returncode == 0 else {}
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert gate.stalled is not None and gate.victim is not None
     start, end = gate.stalled
-    others = [r for r in gate.statements
-              if r.token != gate.victim and r.verb == "COMMIT" and start < r.at < end]
+    others = [
+        r
+        for r in gate.statements
+        if r.token != gate.victim and r.verb == "COMMIT" and start < r.at < end
+    ]
     assert len(others) >= 2, "the other workers stalled with the broken one"
     log = _lines(proc.stdout)
     assert any(e["event"] == "sink.reconnected" for e in log)

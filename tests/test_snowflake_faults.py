@@ -77,8 +77,19 @@ def test_random_resets_lose_nothing_and_duplicate_nothing() -> None:
     gate = Gate()
     with Server(gate) as server, FaultProxy(server.port, chaos(seed=3)) as proxy:
         proc = cli(
-            "run", "--target", "snowflake", "--events", str(EVENTS), "--seed", "7",
-            "--start", START, "--workers", "3", "--batch-size", "300",
+            "run",
+            "--target",
+            "snowflake",
+            "--events",
+            str(EVENTS),
+            "--seed",
+            "7",
+            "--start",
+            START,
+            "--workers",
+            "3",
+            "--batch-size",
+            "300",
             env=server.env(port=proxy.port, SNOWFLAKE_NETWORK_TIMEOUT=str(NETWORK_TIMEOUT)),
             timeout=380,
         )

@@ -41,11 +41,25 @@ class Run:
 def snowflake_run() -> Iterator[Run]:
     """20,000 events of seed 7 through ``ecomm-cdc run`` (no --target: credentials pick snowflake)."""
     with Server(Gate()) as server:
-        proc = cli("run", "--events", str(EVENTS), "--seed", "7", "--start", START,
-                   env=server.env(), timeout=400)
+        proc = cli(
+            "run",
+            "--events",
+            str(EVENTS),
+            "--seed",
+            "7",
+            "--start",
+            START,
+            env=server.env(),
+            timeout=400,
+        )
         rows = server.rows() if proc.returncode == 0 else {}
-        yield Run(rows, batches_seen(server.gate.statements), _log(proc.stdout),
-                  proc.returncode, proc.stderr)
+        yield Run(
+            rows,
+            batches_seen(server.gate.statements),
+            _log(proc.stdout),
+            proc.returncode,
+            proc.stderr,
+        )
 
 
 def test_snowflake_target_matches_replay_and_duckdb(snowflake_run: Run, tmp_path: Path) -> None:
@@ -57,8 +71,19 @@ def test_snowflake_target_matches_replay_and_duckdb(snowflake_run: Run, tmp_path
     assert len(expected) > 5_000
     assert snowflake_run.rows == expected
     db = tmp_path / "same.duckdb"
-    proc = cli("run", "--target", "duckdb", "--duckdb-path", str(db), "--events", str(EVENTS),
-               "--seed", "7", "--start", START)
+    proc = cli(
+        "run",
+        "--target",
+        "duckdb",
+        "--duckdb-path",
+        str(db),
+        "--events",
+        str(EVENTS),
+        "--seed",
+        "7",
+        "--start",
+        START,
+    )
     assert proc.returncode == 0, proc.stderr
     assert duckdb_rows(db) == snowflake_run.rows
 

@@ -13,8 +13,9 @@ import sqlglot
 from snowflake.connector import errors as sf
 from snowflake.connector.converter import SnowflakeConverter
 
-from service.events import Event, Op, net_effect
+from service.events import Event, Op
 from service.generator import OrderStream
+from service.net_effect import net_effect
 from service.sinks import errors
 from service.sinks import snowflake_sql as q
 from service.sinks.base import SinkError
@@ -38,8 +39,15 @@ def _rendered(sql: str, params: list[object]) -> str:
 def test_row_is_utc_naive_datetime_and_exact_decimal() -> None:
     """Cents and epoch seconds become an exact Decimal and a naive UTC datetime."""
     ev = Event(1, Op.INSERT, "ORD-0-1", "CUST-1", 1_767_225_600, "PENDING", 1999, "PROD-1", 2)
-    assert q.row(ev) == ("ORD-0-1", "CUST-1", dt.datetime(2026, 1, 1), "PENDING",
-                         Decimal("19.99"), "PROD-1", 2)
+    assert q.row(ev) == (
+        "ORD-0-1",
+        "CUST-1",
+        dt.datetime(2026, 1, 1),
+        "PENDING",
+        Decimal("19.99"),
+        "PROD-1",
+        2,
+    )
 
 
 @pytest.mark.parametrize("max_rows", [1, 7, 100, q.MAX_LIST])
@@ -79,8 +87,11 @@ def test_row_sizes_from_columns_equal_the_row_estimate() -> None:
 
 def test_row_text_estimate_bounds_the_rendered_row() -> None:
     """The size estimate is never below what the connector renders, so chunks stay under 1 MB."""
-    events = [ev for ev in OrderStream(identity(7, shard="LONGSHARD_12345")).take(3000)
-              if ev.op is not Op.DELETE]
+    events = [
+        ev
+        for ev in OrderStream(identity(7, shard="LONGSHARD_12345")).take(3000)
+        if ev.op is not Op.DELETE
+    ]
     c = SnowflakeConverter()
     for ev in events:
         rendered = "(" + ", ".join(c.quote(c.escape(c.to_snowflake(v))) for v in q.row(ev)) + "),"
@@ -89,8 +100,17 @@ def test_row_text_estimate_bounds_the_rendered_row() -> None:
 
 def test_largest_insert_stays_under_the_limits() -> None:
     """16,384 rows of the longest shard's ids: split so each statement is < 1 MB and <= 16,384 rows."""
-    ev = Event(1, Op.INSERT, "ORD-ABCDEFGHIJKLMNOP-0000000001", "CUST-0000001", 1_767_225_600,
-               "PROCESSING", 123456, "PROD-0001", 6)
+    ev = Event(
+        1,
+        Op.INSERT,
+        "ORD-ABCDEFGHIJKLMNOP-0000000001",
+        "CUST-0000001",
+        1_767_225_600,
+        "PROCESSING",
+        123456,
+        "PROD-0001",
+        6,
+    )
     stmts = q.inserts([ev] * 20_000)
     assert len(stmts) >= 2
     for st in stmts:
@@ -133,33 +153,77 @@ def test_values_are_bound_never_formatted() -> None:
 @pytest.mark.parametrize(
     ("exc", "kind"),
     [
-        (sf.DatabaseError(msg="Incorrect username or password was specified.", errno=390100,
-                          sqlstate="08004"), errors.Kind.TERMINAL),
-        (sf.DatabaseError(msg="JWT token is invalid.", errno=390144, sqlstate="08004"),
-         errors.Kind.TERMINAL),
-        (sf.ProgrammingError(msg="Object 'RAW_ORDERS' does not exist or not authorized.",
-                             errno=2003, sqlstate="42S02"), errors.Kind.TERMINAL),
-        (sf.ProgrammingError(msg="SQL compilation error: syntax error", errno=1003,
-                             sqlstate="42000"), errors.Kind.TERMINAL),
-        (sf.ProgrammingError(msg="Insufficient privileges to operate on table", errno=3001,
-                             sqlstate="42501"), errors.Kind.TERMINAL),
-        (sf.OperationalError(msg="Could not connect to Snowflake backend", errno=250001,
-                             sqlstate="08001"), errors.Kind.TRANSIENT),
-        (sf.OperationalError(msg="Connection is closed", errno=250002, sqlstate="08003"),
-         errors.Kind.TRANSIENT),
-        (sf.ProgrammingError(msg="Authentication token has expired.", errno=390114,
-                             sqlstate="08001"), errors.Kind.TRANSIENT),
+        (
+            sf.DatabaseError(
+                msg="Incorrect username or password was specified.", errno=390100, sqlstate="08004"
+            ),
+            errors.Kind.TERMINAL,
+        ),
+        (
+            sf.DatabaseError(msg="JWT token is invalid.", errno=390144, sqlstate="08004"),
+            errors.Kind.TERMINAL,
+        ),
+        (
+            sf.ProgrammingError(
+                msg="Object 'RAW_ORDERS' does not exist or not authorized.",
+                errno=2003,
+                sqlstate="42S02",
+            ),
+            errors.Kind.TERMINAL,
+        ),
+        (
+            sf.ProgrammingError(
+                msg="SQL compilation error: syntax error", errno=1003, sqlstate="42000"
+            ),
+            errors.Kind.TERMINAL,
+        ),
+        (
+            sf.ProgrammingError(
+                msg="Insufficient privileges to operate on table", errno=3001, sqlstate="42501"
+            ),
+            errors.Kind.TERMINAL,
+        ),
+        (
+            sf.OperationalError(
+                msg="Could not connect to Snowflake backend", errno=250001, sqlstate="08001"
+            ),
+            errors.Kind.TRANSIENT,
+        ),
+        (
+            sf.OperationalError(msg="Connection is closed", errno=250002, sqlstate="08003"),
+            errors.Kind.TRANSIENT,
+        ),
+        (
+            sf.ProgrammingError(
+                msg="Authentication token has expired.", errno=390114, sqlstate="08001"
+            ),
+            errors.Kind.TRANSIENT,
+        ),
         (sf.InternalServerError(), errors.Kind.TRANSIENT),
         (sf.ServiceUnavailableError(), errors.Kind.TRANSIENT),
         (sf.TooManyRequests(), errors.Kind.TRANSIENT),
         (sf.ForbiddenError(), errors.Kind.TERMINAL),
-        (sf.HttpError(msg="401 Unauthorized: post /queries/v1/query-request", errno=290401,
-                      sqlstate="08001"), errors.Kind.TRANSIENT),
+        (
+            sf.HttpError(
+                msg="401 Unauthorized: post /queries/v1/query-request",
+                errno=290401,
+                sqlstate="08001",
+            ),
+            errors.Kind.TRANSIENT,
+        ),
         (sf.HttpError(msg="404 Not Found", errno=290404, sqlstate="08001"), errors.Kind.TERMINAL),
-        (sf.OperationalError(msg="Warehouse 'COMPUTE_WH' is resuming; try again", errno=999),
-         errors.Kind.TRANSIENT),
-        (sf.ProgrammingError(msg="Statement reached its statement or warehouse timeout",
-                             errno=630, sqlstate="57014"), errors.Kind.TRANSIENT),
+        (
+            sf.OperationalError(msg="Warehouse 'COMPUTE_WH' is resuming; try again", errno=999),
+            errors.Kind.TRANSIENT,
+        ),
+        (
+            sf.ProgrammingError(
+                msg="Statement reached its statement or warehouse timeout",
+                errno=630,
+                sqlstate="57014",
+            ),
+            errors.Kind.TRANSIENT,
+        ),
         (ConnectionResetError(104, "reset"), errors.Kind.TRANSIENT),
         (TimeoutError(), errors.Kind.TRANSIENT),
         (ValueError("a bug"), errors.Kind.TERMINAL),
@@ -173,8 +237,12 @@ def test_errors_are_classified_in_one_place(exc: BaseException, kind: errors.Kin
 
 def test_described_error_is_one_line_without_the_statement() -> None:
     """A failed 1 MB INSERT is reported by its code and first line, not its SQL."""
-    exc = sf.ProgrammingError(msg="SQL compilation error:\nsyntax error line 1", errno=1003,
-                              sqlstate="42000", query="INSERT INTO raw_orders VALUES " + "(1)," * 10_000)
+    exc = sf.ProgrammingError(
+        msg="SQL compilation error:\nsyntax error line 1",
+        errno=1003,
+        sqlstate="42000",
+        query="INSERT INTO raw_orders VALUES " + "(1)," * 10_000,
+    )
     text = errors.describe(exc)
     assert "\n" not in text and len(text) <= 300
     assert text.startswith("ProgrammingError 001003 (42000): SQL compilation error")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import cast
 
 import duckdb
 import pytest
@@ -14,13 +15,29 @@ from service.sinks.base import TargetConfigError
 
 NAMES = {"warehouse": "TRANSFORM_WH", "database": "ECOMM", "schema": "PUBLIC"}
 SEED_DERIVED = [
-    "order_id", "customer_id", "order_date", "status", "amount", "product_id", "quantity",
-    "order_year", "order_month", "order_value_category", "order_completion_status",
+    "order_id",
+    "customer_id",
+    "order_date",
+    "status",
+    "amount",
+    "product_id",
+    "quantity",
+    "order_year",
+    "order_month",
+    "order_value_category",
+    "order_completion_status",
     "days_since_order",
 ]
 SEED_AGGREGATED = [
-    "order_year", "order_month", "total_orders", "total_revenue", "average_order_value",
-    "unique_customers", "total_items_sold", "total_delivered_revenue", "total_high_value_orders",
+    "order_year",
+    "order_month",
+    "total_orders",
+    "total_revenue",
+    "average_order_value",
+    "unique_customers",
+    "total_items_sold",
+    "total_delivered_revenue",
+    "total_high_value_orders",
     "total_low_value_orders",
 ]
 HONEST_COUNTS = ["high_value_order_count", "low_value_order_count"]
@@ -29,17 +46,22 @@ HONEST_COUNTS = ["high_value_order_count", "low_value_order_count"]
 def _parsed(name: str) -> list[exp.Expression]:
     text = dict(sqlfiles.files())[name]
     with warehouse.quiet_sqlglot():
-        return sqlglot.parse(
+        parsed = sqlglot.parse(
             sqlfiles.render(text, NAMES), read="snowflake", error_level=sqlglot.ErrorLevel.RAISE
         )
+    return [cast(exp.Expression, e) for e in parsed if e is not None]
 
 
 def test_every_sql_file_parses_as_snowflake() -> None:
     """Each file parses strictly with the Snowflake dialect; only the TASK statements are raw."""
     names = [n for n, _ in sqlfiles.files()]
     assert names[:2] == ["001_raw_orders.sql", "002_cdc_state.sql"]
-    assert {"010_orders_derived.sql", "011_orders_aggregated.sql", "020_refresh_task.sql",
-            "030_local_task_history.sql"} <= set(names)
+    assert {
+        "010_orders_derived.sql",
+        "011_orders_aggregated.sql",
+        "020_refresh_task.sql",
+        "030_local_task_history.sql",
+    } <= set(names)
     raw: list[str] = []
     for name in names:
         stmts = [e for e in _parsed(name) if e is not None]
@@ -66,7 +88,8 @@ def test_dynamic_tables_keep_the_seeds_columns_and_add_honest_counts() -> None:
         (create,) = _parsed(file)
         assert isinstance(create, exp.Create) and create.this.name == table
         props = {
-            p.name.upper(): p.text("value") for p in create.args["properties"].expressions
+            p.name.upper(): p.text("value")
+            for p in create.args["properties"].expressions
             if isinstance(p, exp.Property) and not isinstance(p, exp.DynamicProperty)
         }
         props_all = create.args["properties"].expressions
@@ -85,7 +108,9 @@ def test_the_task() -> None:
     """refresh_orders_agg: every 2 minutes, on the configured warehouse, refreshes the aggregate."""
     task = warehouse.task_definition(NAMES)
     assert task == {
-        "name": "refresh_orders_agg", "WAREHOUSE": "TRANSFORM_WH", "SCHEDULE": "2 MINUTE",
+        "name": "refresh_orders_agg",
+        "WAREHOUSE": "TRANSFORM_WH",
+        "SCHEDULE": "2 MINUTE",
         "body": "ALTER DYNAMIC TABLE orders_aggregated REFRESH",
     }
     assert warehouse.refresh_statement() == task["body"]
@@ -96,8 +121,9 @@ def test_the_task() -> None:
 def test_snowflake_ddl_runs_the_files_as_written_with_validated_names() -> None:
     """On Snowflake the files run verbatim (rendered), in order; a bad name is refused."""
     ddl = warehouse.snowflake_ddl(NAMES)
-    heads = [" ".join(ln for ln in s.splitlines() if not ln.startswith("--")).split()[:7]
-             for s in ddl]
+    heads = [
+        " ".join(ln for ln in s.splitlines() if not ln.startswith("--")).split()[:7] for s in ddl
+    ]
     assert [" ".join(h) for h in heads] == [
         "CREATE DYNAMIC TABLE IF NOT EXISTS orders_derived",
         "CREATE DYNAMIC TABLE IF NOT EXISTS orders_aggregated",
@@ -140,10 +166,13 @@ def _days_expr(dialect: str, now: str | None = None) -> str:
     expr = expr.copy()
     if now is not None:
         expr = expr.transform(
-            lambda n: exp.cast(exp.Literal.string(now), "TIMESTAMP")
-            if isinstance(n, exp.CurrentTimestamp) else n
+            lambda n: (
+                exp.cast(exp.Literal.string(now), "TIMESTAMP")
+                if isinstance(n, exp.CurrentTimestamp)
+                else n
+            )
         )
-    return expr.sql(dialect)
+    return str(expr.sql(dialect))
 
 
 def test_days_since_order_counts_day_boundaries_in_utc() -> None:

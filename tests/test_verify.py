@@ -27,8 +27,9 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _copy(written: Path, tmp_path: Path, tamper: Callable[[duckdb.DuckDBPyConnection], None]
-          ) -> Path:
+def _copy(
+    written: Path, tmp_path: Path, tamper: Callable[[duckdb.DuckDBPyConnection], None]
+) -> Path:
     path = tmp_path / "target.duckdb"
     shutil.copy(written, path)
     con = duckdb.connect(str(path))
@@ -109,6 +110,7 @@ def test_a_duplicate_row_fails(written: Path, tmp_path: Path) -> None:
 
 def test_an_invalid_status_fails(written: Path, tmp_path: Path) -> None:
     """A status outside the lifecycle: exit 1 (both the status and the replay checks fail)."""
+
     def tamper(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("UPDATE raw_orders SET status = 'LOST' WHERE order_id = ?", [_an_order(con)])
 

@@ -12,7 +12,7 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -22,11 +22,11 @@ import pytest
 
 from service import sqlfiles, verify, warehouse
 from service.generator import OrderStream, replay
-from service.partition import partition_of
+from service.router import partition_of
 
 from .conftest import identity
 
-Rows = dict[str, tuple[Any, ...]]
+Rows = Mapping[str, tuple[Any, ...]]
 # fakesnow's own note about copying Arrow results: not ours to act on.
 pytestmark = pytest.mark.filterwarnings("ignore:Arrow output:UserWarning")
 
@@ -55,12 +55,17 @@ def python_aggregate(state: Rows) -> dict[tuple[int, int], dict[str, Any]]:
     return out
 
 
-MONEY = {"total_revenue", "total_delivered_revenue", "total_high_value_orders",
-         "total_low_value_orders"}
+MONEY = {
+    "total_revenue",
+    "total_delivered_revenue",
+    "total_high_value_orders",
+    "total_low_value_orders",
+}
 
 
-def assert_matches(table: dict[tuple[int, int], dict[str, Any]], want: dict[tuple[int, int],
-                   dict[str, Any]]) -> None:
+def assert_matches(
+    table: dict[tuple[int, int], dict[str, Any]], want: dict[tuple[int, int], dict[str, Any]]
+) -> None:
     assert sorted(table) == sorted(want)
     assert len(want) >= 3, "the stream spans several months"
     for month, metrics in want.items():
@@ -104,8 +109,9 @@ def test_aggregate_equals_python_on_duckdb() -> None:
     gone = min(python_aggregate(state))
     con.execute("DELETE FROM raw_orders WHERE month(order_date) = ?", [gone[1]])
     rows = warehouse.refresh(con, "duckdb", local=True)
-    left = {k: v for k, v in state.items()
-            if dt.datetime.fromtimestamp(v[2], dt.UTC).month != gone[1]}
+    left = {
+        k: v for k, v in state.items() if dt.datetime.fromtimestamp(v[2], dt.UTC).month != gone[1]
+    }
     assert rows == len(left) + len(python_aggregate(left))
     assert_matches(aggregated(con), python_aggregate(left))
 
@@ -130,8 +136,15 @@ def emulator() -> Iterator[dict[str, Any]]:
     from service.sinks.emulator import Emulator
 
     with Emulator() as em:
-        yield {"user": "u", "password": "p", "account": "fakesnow", "host": em.host,
-               "port": em.port, "protocol": "http", "network_timeout": 10}
+        yield {
+            "user": "u",
+            "password": "p",
+            "account": "fakesnow",
+            "host": em.host,
+            "port": em.port,
+            "protocol": "http",
+            "network_timeout": 10,
+        }
 
 
 @pytest.fixture
@@ -167,8 +180,15 @@ def _naive(epoch: int) -> dt.datetime:
 
 def load_snowflake(con: Any, state: Rows) -> None:
     rows = [
-        {"id": r[0], "cust": r[1], "ts": _naive(r[2]),
-         "status": r[3], "amount": Decimal(r[4]) / 100, "prod": r[5], "qty": r[6]}
+        {
+            "id": r[0],
+            "cust": r[1],
+            "ts": _naive(r[2]),
+            "status": r[3],
+            "amount": Decimal(r[4]) / 100,
+            "prod": r[5],
+            "qty": r[6],
+        }
         for r in state.values()
     ]
     con.cursor().executemany(
@@ -192,7 +212,7 @@ def test_aggregate_equals_python_on_the_emulator(sf: Any) -> None:
     )
     for oid in changed:
         r = state[oid]
-        state[oid] = (*r[:3], "DELIVERED", 25_000, *r[5:])
+        state[oid] = r._replace(status="DELIVERED", amount_cents=25_000)
     warehouse.refresh(sf, "snowflake", local=True)
     assert_matches(aggregated(sf), python_aggregate(state))
 

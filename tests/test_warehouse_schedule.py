@@ -29,8 +29,9 @@ def _target(path: Path | str = ":memory:") -> duckdb.DuckDBPyConnection:
     return con
 
 
-async def _run_for(seconds: float, connect: Any, metrics: Metrics,
-                   during: Sequence[tuple[float, Any]] = ()) -> None:
+async def _run_for(
+    seconds: float, connect: Any, metrics: Metrics, during: Sequence[tuple[float, Any]] = ()
+) -> None:
     task = asyncio.ensure_future(warehouse.run_schedule(connect, "duckdb", INTERVAL, metrics))
     t0 = time.monotonic()
     for at, action in during:
@@ -92,8 +93,11 @@ def test_a_failed_refresh_is_recorded_and_the_schedule_goes_on(db: Path) -> None
         con.execute("ALTER TABLE raw_orders_away RENAME TO raw_orders")
 
     # Runs at 0.3 (ok), 0.6 and 0.9 (raw_orders missing), 1.2 (ok again).
-    asyncio.run(_run_for(4 * INTERVAL + 0.15, con.cursor, metrics,
-                         during=[(0.45, break_it), (1.05, mend_it)]))
+    asyncio.run(
+        _run_for(
+            4 * INTERVAL + 0.15, con.cursor, metrics, during=[(0.45, break_it), (1.05, mend_it)]
+        )
+    )
     runs = _runs(con)
     assert [r[4] for r in runs] == ["SUCCEEDED", "FAILED", "FAILED", "SUCCEEDED"]
     failed = runs[1]

@@ -44,6 +44,9 @@ class StoredStream:
 
 
 class Writer(Protocol):
+    #: Transient failures this writer retried its way through (a counter the consumer reads).
+    retries: int
+
     def apply(self, batch: Batch) -> None:
         """Apply the batch and its checkpoints in one transaction."""
 

@@ -160,6 +160,8 @@ def batch_table(rows: Changes) -> pa.Table:
 
 
 class DuckDBWriter:
+    retries = 0  # a local file: nothing is retried
+
     def __init__(self, con: duckdb.DuckDBPyConnection, shard: str, memory_mb: int = 0) -> None:
         self._con = con
         self._shard = shard

@@ -55,8 +55,9 @@ def fakesnow_server() -> Any:
 class Emulator:
     """A fakesnow server on a daemon thread. ``app`` wraps the ASGI app (tests record with it)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, path: Path | None = None,
-                 app: Any = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, path: Path | None = None, app: Any = None
+    ) -> None:
         self.host = host
         self.port = port
         self.path = path
@@ -112,13 +113,27 @@ class Emulator:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def spec(self, database: str = "ECOMM", schema: str = "PUBLIC",
-             warehouse: str | None = "COMPUTE_WH", network_timeout: float = 10.0) -> ConnectionSpec:
+    def spec(
+        self,
+        database: str = "ECOMM",
+        schema: str = "PUBLIC",
+        warehouse: str | None = "COMPUTE_WH",
+        network_timeout: float = 10.0,
+    ) -> ConnectionSpec:
         """How the sink (or anyone) connects to this server."""
         return ConnectionSpec(
-            account=ACCOUNT, user=USER, password=SecretStr(PASSWORD), database=database,
-            schema=schema, warehouse=warehouse, host=self.host, port=self.port, protocol="http",
-            login_timeout=30.0, network_timeout=network_timeout, telemetry=False,
+            account=ACCOUNT,
+            user=USER,
+            password=SecretStr(PASSWORD),
+            database=database,
+            schema=schema,
+            warehouse=warehouse,
+            host=self.host,
+            port=self.port,
+            protocol="http",
+            login_timeout=30.0,
+            network_timeout=network_timeout,
+            telemetry=False,
         )
 
 
@@ -128,8 +143,14 @@ class EmulatorSink(SnowflakeSink):
     name = "emulator"
     local_warehouse = True  # no dynamic tables or tasks: the service refreshes the layers itself
 
-    def __init__(self, config: Config, *, policy: RetryPolicy | None = None,
-                 chunk_rows: int = MAX_LIST, server: Emulator | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        policy: RetryPolicy | None = None,
+        chunk_rows: int = MAX_LIST,
+        server: Emulator | None = None,
+    ) -> None:
         super().__init__(config, policy=policy, chunk_rows=chunk_rows)
         self.server = server or Emulator(path=config.settings.emulator_path)
         self._owns_server = server is None
@@ -138,15 +159,19 @@ class EmulatorSink(SnowflakeSink):
         env = self._config.snowflake
         # A statement the connector replays after a lost reply fails on the primary key
         # and is retried as HTTP 500 until the network timeout: keep that short here.
-        return self.server.spec(env.database, env.schema_, env.warehouse,
-                                network_timeout=min(env.network_timeout, 10.0))
+        return self.server.spec(
+            env.database, env.schema_, env.warehouse, network_timeout=min(env.network_timeout, 10.0)
+        )
 
     def open(self) -> None:
         if self._owns_server:
             self.server.start()
             log.info(
-                "emulator.listening", url=self.server.url, host=self.server.host,
-                port=self.server.port, persisted_in=str(self.server.path or "memory"),
+                "emulator.listening",
+                url=self.server.url,
+                host=self.server.host,
+                port=self.server.port,
+                persisted_in=str(self.server.path or "memory"),
                 connect=f"SNOWFLAKE_HOST={self.server.host} SNOWFLAKE_PORT={self.server.port} "
                 "SNOWFLAKE_PROTOCOL=http (any account, user and password)",
             )

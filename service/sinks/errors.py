@@ -29,42 +29,53 @@ class Kind(enum.Enum):
 
 
 # Snowflake error numbers (the errno of the connector's exceptions).
-_SESSION_GONE = frozenset({
-    250002,  # the connector: connection is closed
-    390104,  # user must log in again (the emulator, after a session was dropped)
-    390111,  # session no longer exists
-    390112,  # session expired
-    390114,  # authentication token expired
-})
-_TRANSIENT = _SESSION_GONE | frozenset({
-    250001,  # could not connect to Snowflake backend (mid-run: reconnect)
-    250003,  # failed to get the response ("hanging?")
-    251011,  # connection timeout
-    251012,  # a retryable HTTP code during login
-    604,  # SQL execution cancelled (e.g. by a warehouse being resized)
-    625,  # statement reached its statement or warehouse timeout while queued
-    630,  # lock wait queue full (more than 20 waiters on a table)
-})
-_AUTH = frozenset({
-    390100,  # incorrect username or password
-    390101,  # user disabled
-    390102,  # user locked (too many attempts)
-    390144,  # JWT token invalid (key pair not registered, or wrong user)
-    390186,  # role not granted to the user
-    390189,  # role does not exist
-    390190,  # authenticator not allowed by policy
-    394304,  # single-factor password sign-in blocked for this user
-    394507,  # password sign-in not allowed (service user)
-    251001, 251005, 251006, 251008,  # the connector: no account / user / password; bad key
-})
-_TERMINAL = _AUTH | frozenset({
-    1003,  # SQL compilation error: syntax
-    2003,  # object does not exist or not authorised
-    2043,  # object does not exist, or operation cannot be performed
-    3001,  # insufficient privileges
-    606,  # no active warehouse selected
-    390201,  # database does not exist or not authorised
-})
+_SESSION_GONE = frozenset(
+    {
+        250002,  # the connector: connection is closed
+        390104,  # user must log in again (the emulator, after a session was dropped)
+        390111,  # session no longer exists
+        390112,  # session expired
+        390114,  # authentication token expired
+    }
+)
+_TRANSIENT = _SESSION_GONE | frozenset(
+    {
+        250001,  # could not connect to Snowflake backend (mid-run: reconnect)
+        250003,  # failed to get the response ("hanging?")
+        251011,  # connection timeout
+        251012,  # a retryable HTTP code during login
+        604,  # SQL execution cancelled (e.g. by a warehouse being resized)
+        625,  # statement reached its statement or warehouse timeout while queued
+        630,  # lock wait queue full (more than 20 waiters on a table)
+    }
+)
+_AUTH = frozenset(
+    {
+        390100,  # incorrect username or password
+        390101,  # user disabled
+        390102,  # user locked (too many attempts)
+        390144,  # JWT token invalid (key pair not registered, or wrong user)
+        390186,  # role not granted to the user
+        390189,  # role does not exist
+        390190,  # authenticator not allowed by policy
+        394304,  # single-factor password sign-in blocked for this user
+        394507,  # password sign-in not allowed (service user)
+        251001,
+        251005,
+        251006,
+        251008,  # the connector: no account / user / password; bad key
+    }
+)
+_TERMINAL = _AUTH | frozenset(
+    {
+        1003,  # SQL compilation error: syntax
+        2003,  # object does not exist or not authorised
+        2043,  # object does not exist, or operation cannot be performed
+        3001,  # insufficient privileges
+        606,  # no active warehouse selected
+        390201,  # database does not exist or not authorised
+    }
+)
 _HTTP_TRANSIENT = (
     sf.InternalServerError,
     sf.ServiceUnavailableError,
@@ -154,8 +165,10 @@ def terminal(exc: BaseException, doing: str) -> SinkError:
         return exc
     hint = ""
     if is_auth(exc):
-        hint = (" (check SNOWFLAKE_USER and SNOWFLAKE_PASSWORD, or SNOWFLAKE_PRIVATE_KEY_FILE "
-                "and the public key registered with ALTER USER ... SET RSA_PUBLIC_KEY)")
+        hint = (
+            " (check SNOWFLAKE_USER and SNOWFLAKE_PASSWORD, or SNOWFLAKE_PRIVATE_KEY_FILE "
+            "and the public key registered with ALTER USER ... SET RSA_PUBLIC_KEY)"
+        )
     elif isinstance(exc, sf.Error) and exc.errno in {2003, 2043, 3001, 390201}:
         hint = " (check SNOWFLAKE_DATABASE, SNOWFLAKE_SCHEMA and the role's grants)"
     elif isinstance(exc, sf.Error) and exc.errno == 606:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from ..events import Batch
-from .base import StoredStream
+from .base import StoredStream, Writer
 
 
 class NullWriter:
+    retries = 0
+
     def apply(self, batch: Batch) -> None:
         pass
 
@@ -37,7 +39,7 @@ class NullSink:
     def save_stream(self, identity: str, reset: bool) -> None:
         pass
 
-    def writer(self, worker: int) -> NullWriter:
+    def writer(self, worker: int) -> Writer:
         return NullWriter()
 
     def connect_sql(self) -> object:

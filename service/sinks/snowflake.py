@@ -56,8 +56,19 @@ logging.getLogger("snowflake.connector").setLevel(logging.CRITICAL)
 
 #: Keys read from --credentials (the original project's file) and --connection.
 _FILE_KEYS = (
-    "account", "user", "password", "authenticator", "role", "warehouse", "database", "schema",
-    "host", "port", "protocol", "private_key_file", "private_key_file_pwd",
+    "account",
+    "user",
+    "password",
+    "authenticator",
+    "role",
+    "warehouse",
+    "database",
+    "schema",
+    "host",
+    "port",
+    "protocol",
+    "private_key_file",
+    "private_key_file_pwd",
 )
 _SECRET_KEYS = frozenset({"password", "private_key_file_pwd"})
 
@@ -157,7 +168,9 @@ def _connections_toml(name: str) -> dict[str, Any]:
     except Exception as exc:  # the connector's own config errors, TOML syntax errors
         raise TargetConfigError("--connection", f"cannot read {CONNECTIONS_FILE}: {exc}") from None
     if name not in connections:
-        raise TargetConfigError("--connection", f"no connection named {name!r} in {CONNECTIONS_FILE}")
+        raise TargetConfigError(
+            "--connection", f"no connection named {name!r} in {CONNECTIONS_FILE}"
+        )
     section = dict(connections[name])
     return {k: section[k] for k in _FILE_KEYS if section.get(k) not in (None, "")}
 
@@ -186,7 +199,9 @@ def load_private_key(path: Path, passphrase: SecretStr | None) -> bytes:
             key = serialization.load_der_private_key(data, password=pwd)
     except TypeError:
         if pwd is None:
-            raise TargetConfigError(pwd_setting, "the key is encrypted: give its passphrase") from None
+            raise TargetConfigError(
+                pwd_setting, "the key is encrypted: give its passphrase"
+            ) from None
         raise TargetConfigError(pwd_setting, "is set, but the key is not encrypted") from None
     except Exception:  # ValueError, UnsupportedAlgorithm: bad data or a wrong passphrase
         if pwd is not None:
@@ -197,7 +212,8 @@ def load_private_key(path: Path, passphrase: SecretStr | None) -> bytes:
     if not isinstance(key, rsa.RSAPrivateKey):
         raise TargetConfigError(setting, f"{path}: Snowflake key-pair sign-in needs an RSA key")
     return key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
 
@@ -234,8 +250,11 @@ def connection_spec(config: Config) -> ConnectionSpec:
 
     account, user = pick("account"), pick("user")
     if not account:
-        raise TargetConfigError("SNOWFLAKE_ACCOUNT", "is required for the snowflake target "
-                                "(or give --credentials FILE or --connection NAME)")
+        raise TargetConfigError(
+            "SNOWFLAKE_ACCOUNT",
+            "is required for the snowflake target "
+            "(or give --credentials FILE or --connection NAME)",
+        )
     if not user:
         raise TargetConfigError("SNOWFLAKE_USER", "is required for the snowflake target")
     names = {}
@@ -250,7 +269,8 @@ def connection_spec(config: Config) -> ConnectionSpec:
     authenticator = pick("authenticator")
     if private_key is None and not password and not authenticator:
         raise TargetConfigError(
-            "SNOWFLAKE_PASSWORD", "no password: set it, or SNOWFLAKE_PRIVATE_KEY_FILE for key-pair sign-in"
+            "SNOWFLAKE_PASSWORD",
+            "no password: set it, or SNOWFLAKE_PRIVATE_KEY_FILE for key-pair sign-in",
         )
     port = pick("port")
     try:
@@ -261,12 +281,20 @@ def connection_spec(config: Config) -> ConnectionSpec:
     if protocol not in (None, "http", "https"):
         raise TargetConfigError(name_of("protocol"), f"{protocol!r}: expected http or https")
     return ConnectionSpec(
-        account=str(account), user=str(user),
-        database=names["database"] or "ECOMM", schema=names["schema"] or "PUBLIC",
-        warehouse=names["warehouse"], role=names["role"], authenticator=authenticator,
-        host=pick("host"), port=port, protocol=protocol,
-        login_timeout=env.login_timeout, network_timeout=env.network_timeout,
-        password=SecretStr(str(password)) if password else None, private_key=private_key,
+        account=str(account),
+        user=str(user),
+        database=names["database"] or "ECOMM",
+        schema=names["schema"] or "PUBLIC",
+        warehouse=names["warehouse"],
+        role=names["role"],
+        authenticator=authenticator,
+        host=pick("host"),
+        port=port,
+        protocol=protocol,
+        login_timeout=env.login_timeout,
+        network_timeout=env.network_timeout,
+        password=SecretStr(str(password)) if password else None,
+        private_key=private_key,
     )
 
 
@@ -364,8 +392,11 @@ def retrying(policy: RetryPolicy, fn: Callable[[], T], doing: str) -> T:
     attempts = 0
     try:
         for attempt in stamina.retry_context(
-            on=errors.is_transient, attempts=policy.attempts, timeout=policy.timeout,
-            wait_initial=policy.wait_initial, wait_max=policy.wait_max,
+            on=errors.is_transient,
+            attempts=policy.attempts,
+            timeout=policy.timeout,
+            wait_initial=policy.wait_initial,
+            wait_max=policy.wait_max,
             wait_jitter=policy.wait_jitter,
         ):
             with attempt:
@@ -387,8 +418,16 @@ def retrying(policy: RetryPolicy, fn: Callable[[], T], doing: str) -> T:
 class SnowflakeWriter:
     """One worker's connection and its batches. Created and used on the worker's thread."""
 
-    def __init__(self, spec: ConnectionSpec, shard: str, worker: int, *,
-                 policy: RetryPolicy, chunk_rows: int, conn: SnowflakeConnection) -> None:
+    def __init__(
+        self,
+        spec: ConnectionSpec,
+        shard: str,
+        worker: int,
+        *,
+        policy: RetryPolicy,
+        chunk_rows: int,
+        conn: SnowflakeConnection,
+    ) -> None:
         self._spec = spec
         self._shard = shard
         self._worker = worker
@@ -412,7 +451,8 @@ class SnowflakeWriter:
             self._apply_once(batch)
 
         retrying(
-            self._policy, once,
+            self._policy,
+            once,
             f"worker {self._worker}: batch up to seq {batch.last_seq} not applied "
             "(it stays ahead of the checkpoint)",
         )
@@ -426,11 +466,19 @@ class SnowflakeWriter:
                 if self._committed(cur, batch):
                     self._unsure = False
                     self.resolved_committed += 1
-                    log.info("sink.batch_resolved", worker=self._worker, outcome="committed",
-                             last_seq=batch.last_seq)
+                    log.info(
+                        "sink.batch_resolved",
+                        worker=self._worker,
+                        outcome="committed",
+                        last_seq=batch.last_seq,
+                    )
                     return
-                log.info("sink.batch_resolved", worker=self._worker, outcome="not committed",
-                         last_seq=batch.last_seq)
+                log.info(
+                    "sink.batch_resolved",
+                    worker=self._worker,
+                    outcome="not committed",
+                    last_seq=batch.last_seq,
+                )
             self._unsure = True
             now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
             for st in q.plan(batch, self._shard, now, self._chunk_rows):
@@ -439,8 +487,13 @@ class SnowflakeWriter:
             self._unsure = False
         except Exception as exc:
             transient = errors.is_transient(exc)
-            log.warning("sink.batch_failed", worker=self._worker, transient=transient,
-                        error=errors.describe(exc), last_seq=batch.last_seq)
+            log.warning(
+                "sink.batch_failed",
+                worker=self._worker,
+                transient=transient,
+                error=errors.describe(exc),
+                last_seq=batch.last_seq,
+            )
             if not transient or errors.session_gone(exc):
                 self._drop()
             raise
@@ -478,13 +531,15 @@ class SnowflakeSink:
     dialect = "snowflake"
     local_warehouse = False
 
-    def __init__(self, config: Config, *, policy: RetryPolicy | None = None,
-                 chunk_rows: int = q.MAX_LIST) -> None:
+    def __init__(
+        self, config: Config, *, policy: RetryPolicy | None = None, chunk_rows: int = q.MAX_LIST
+    ) -> None:
         self._config = config
         self.shard = config.settings.shard
         env = config.snowflake
         self.names: dict[str, str] = {
-            "warehouse": env.warehouse or "COMPUTE_WH", "database": env.database,
+            "warehouse": env.warehouse or "COMPUTE_WH",
+            "database": env.database,
             "schema": env.schema_,
         }
         self.policy = policy or RetryPolicy()
@@ -507,16 +562,25 @@ class SnowflakeSink:
     def open(self) -> None:
         spec = self._spec = self.make_spec()
         self.names = {
-            "warehouse": spec.warehouse or "COMPUTE_WH", "database": spec.database,
+            "warehouse": spec.warehouse or "COMPUTE_WH",
+            "database": spec.database,
             "schema": spec.schema,
         }
         try:
             self._conn = open_connection(spec, autocommit=False, tag="control")
         except Exception as exc:
             raise _signin_error(spec, exc) from None
-        log.info("sink.connected", target=self.name, where=spec.where, account=spec.account,
-                 user=spec.user, database=spec.database, schema=spec.schema,
-                 warehouse=spec.warehouse, auth="key-pair" if spec.private_key else "password")
+        log.info(
+            "sink.connected",
+            target=self.name,
+            where=spec.where,
+            account=spec.account,
+            user=spec.user,
+            database=spec.database,
+            schema=spec.schema,
+            warehouse=spec.warehouse,
+            auth="key-pair" if spec.private_key else "password",
+        )
         retrying(self.policy, self._prepare, "cannot create the tables")
 
     def _prepare(self) -> None:
@@ -592,8 +656,9 @@ class SnowflakeSink:
             lambda: open_connection(spec, autocommit=False, tag=f"worker-{worker}"),
             f"worker {worker}: cannot connect",
         )
-        return SnowflakeWriter(spec, self.shard, worker, policy=self.policy,
-                               chunk_rows=self.chunk_rows, conn=conn)
+        return SnowflakeWriter(
+            spec, self.shard, worker, policy=self.policy, chunk_rows=self.chunk_rows, conn=conn
+        )
 
     def connect_sql(self) -> SnowflakeConnection:
         """A new connection (autocommit, UTC, the database and schema selected)."""
@@ -608,4 +673,3 @@ class SnowflakeSink:
             if self._conn is not None:
                 _close_quietly(self._conn)
                 self._conn = None
-

@@ -106,13 +106,21 @@ def _row_text(ev: Event) -> int:
     characters, the amount and quantity as their digits.
     """
     return (
-        len(ev.order_id) + len(ev.customer_id or "") + len(ev.status or "")
-        + len(ev.product_id or "") + 26 + 24 + 12 + 7 * 4 + 4
+        len(ev.order_id)
+        + len(ev.customer_id or "")
+        + len(ev.status or "")
+        + len(ev.product_id or "")
+        + 26
+        + 24
+        + 12
+        + 7 * 4
+        + 4
     )
 
 
-def chunk_bounds(sizes: Sequence[int] | np.ndarray, max_rows: int = MAX_LIST,
-                 max_text: int = MAX_TEXT) -> list[tuple[int, int]]:
+def chunk_bounds(
+    sizes: Sequence[int] | np.ndarray, max_rows: int = MAX_LIST, max_text: int = MAX_TEXT
+) -> list[tuple[int, int]]:
     """``(start, end)`` of consecutive runs of at most ``max_rows`` items and ``max_text``
     bytes, each as long as it can be (an item larger than ``max_text`` stands alone)."""
     max_rows = max(1, min(max_rows, MAX_LIST))
@@ -127,8 +135,9 @@ def chunk_bounds(sizes: Sequence[int] | np.ndarray, max_rows: int = MAX_LIST,
     return bounds
 
 
-def chunks(items: Sequence[T], size: Callable[[T], int], max_rows: int = MAX_LIST,
-           max_text: int = MAX_TEXT) -> Iterator[Sequence[T]]:
+def chunks(
+    items: Sequence[T], size: Callable[[T], int], max_rows: int = MAX_LIST, max_text: int = MAX_TEXT
+) -> Iterator[Sequence[T]]:
     """Consecutive slices of ``items`` of at most ``max_rows`` items and ``max_text`` bytes."""
     for start, end in chunk_bounds([size(x) for x in items], max_rows, max_text):
         yield items[start:end]

@@ -1,4 +1,4 @@
-"""Routing: every change to one order goes to the same partition, and so to the same worker.
+"""The router: every change to one order goes to the same partition, and so to the same worker.
 
 The partition count is fixed per stream (it is part of the stream's identity)
 and never depends on the worker count: checkpoints are kept per partition, so a
@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .events import Changes, id_number
-
-#: Partitions per stream. Checkpoints are per partition; workers own partitions.
-DEFAULT_PARTITIONS = 64
+from .events import Changes, Chunk, id_number
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: 2**64 / the golden ratio
 
@@ -68,7 +65,7 @@ class Router:
         self.held_by_all = int(self._ckpt.min())
         self.skipped = 0
 
-    def route(self, changes: Changes, workers: int) -> list[tuple[Changes, np.ndarray]]:
+    def route(self, changes: Changes, workers: int) -> list[Chunk]:
         """Per worker: its events in sequence order, and the partition of each."""
         parts = partitions_of(changes.order_no, self._partitions)
         if len(changes) and changes.seq[0] <= self._floor:
