@@ -134,6 +134,7 @@ def _run(config: Config) -> int:
 
     s = config.settings
     logs.configure(s.log_format, s.log_level)
+    _process_settings()
     log = logs.get("service")
     target = config.target
     progress = _progress_hook(config)
@@ -164,6 +165,17 @@ def _run(config: Config) -> int:
     except Exception as exc:
         log.error("service.crashed", error=f"{type(exc).__name__}: {exc}", target=target)
         return EXIT_RUNTIME
+
+
+def _process_settings() -> None:
+    """What this process sets once for all it runs (never a library's side effect).
+
+    Arrow's default pool (mimalloc) kept ~30 MB more resident than the system
+    allocator for the same batches (peak RSS 280 vs 250 MB, 1M events).
+    """
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 def _uvloop_run(main: Callable[[], Any]) -> int:

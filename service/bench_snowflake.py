@@ -36,8 +36,8 @@ from .config import Config, load
 from .events import Batch, Op
 from .generator import GeneratorSettings, OrderStream, StreamIdentity
 from .runner import Service
-from .sinks import snowflake_sql as q
 from .sinks.duckdb import DuckDBSink, DuckDBWriter
+from .sinks.snowflake import sql as q
 
 SEED = 7
 START = "2026-01-01T00:00:00"
@@ -147,6 +147,7 @@ def _start_epoch() -> int:
 
 def emulator_figures(batched_events: int, seed_events: int) -> tuple[Figure, Figure, str]:
     from . import sqlfiles
+    from .config import Names
     from .sinks.emulator import Emulator, EmulatorSink, fakesnow_server
     from .sinks.snowflake import open_connection
 
@@ -155,7 +156,7 @@ def emulator_figures(batched_events: int, seed_events: int) -> tuple[Figure, Fig
         conn = open_connection(emulator.spec(database="SEEDWAY"), autocommit=True, tag="seed")
         try:
             cur = conn.cursor()
-            for sql in sqlfiles.statements("00", {}, dialect="snowflake"):
+            for sql in sqlfiles.statements("00", Names(), dialect="snowflake"):
                 cur.execute(sql)
             seed = seed_way(conn, seed_events)
         finally:
@@ -183,6 +184,8 @@ def emulator_figures(batched_events: int, seed_events: int) -> tuple[Figure, Fig
 
 class LatencyWriter:
     """Waits one round trip per request the Snowflake writer would send, then applies to DuckDB."""
+
+    retries = 0
 
     def __init__(
         self,
@@ -225,7 +228,7 @@ class LatencySink(DuckDBSink):
         self.commits: list[tuple[float, int, int, int]] = []
         self.writers: list[LatencyWriter] = []
 
-    def writer(self, worker: int) -> LatencyWriter:  # type: ignore[override]
+    def writer(self, worker: int) -> LatencyWriter:  # type: ignore[override]  # wraps DuckDB's
         w = LatencyWriter(
             super().writer(worker), worker, self.chunk_rows, self.commits, self.additive
         )

@@ -1,20 +1,42 @@
-"""Which stream a run continues, and where each partition resumes.
+"""Which stream a run continues, where each partition resumes, and who may write it.
 
 A target records the identity of the stream its shard holds (seed, start,
 generator settings, partitions) beside the per-partition checkpoints. A run
 fills in what it was not told from that record, so "the same command again"
 resumes the same stream even when ``--start`` defaulted to "now"; what it was
 told must agree with the record, or the run is refused (unless ``--reset``).
+
+This module is the one source of the SQL of that state (``cdc_streams``,
+``cdc_checkpoints``; ``sql/002_cdc_state.sql``), for every target and for
+``verify``. Statements use ``?`` placeholders (a :class:`SqlSession` binds them).
+
+**One writer per shard, newest wins.** A starting process *claims* the shard:
+it raises ``writer_epoch`` in ``cdc_streams`` and stamps it on every checkpoint
+row, in one transaction, and only then reads the checkpoints it resumes from.
+Each batch advances its checkpoints with a compare-and-set on that epoch, in the
+batch's own transaction; a process that has been taken over finds no row to
+advance, rolls its batch back and stops (:class:`Fenced`). Newest wins, as
+Kafka producer epochs and Snowpipe Streaming channels do: a restarted or
+replacing pod never waits for the old one's lease to run out, and the old one,
+however late it wakes up, cannot commit. Checkpoints only move forward.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+from . import clock
 from .config import Config
+from .events import order_prefix
 from .generator import GENERATOR_VERSION, GeneratorSettings, StreamIdentity
-from .sinks.base import StoredStream
+from .sinks.base import Claim, Fenced, Holder, SinkError, SqlSession, StoredStream
+
+__all__ = ["Claim", "Fenced", "Holder", "StreamMismatch", "resolve"]
 
 DEFAULT_SEED = 42
 
@@ -23,11 +45,7 @@ class StreamMismatch(Exception):
     """The target holds another stream than the one asked for (a usage error: exit 2)."""
 
 
-def _fmt(epoch: int) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def resolve(config: Config, stored: StoredStream, now: dt.datetime | None = None) -> StreamIdentity:
+def resolve(config: Config, stored: StoredStream) -> StreamIdentity:
     """The identity this run writes, given what the target holds."""
     s, explicit = config.settings, config.explicit
     old = json.loads(stored.identity) if stored.identity and not s.reset else None
@@ -37,8 +55,7 @@ def resolve(config: Config, stored: StoredStream, now: dt.datetime | None = None
             return given if field in explicit else default
         return old[field]
 
-    now = now or dt.datetime.now(dt.UTC)
-    start_default = int(now.replace(microsecond=0).timestamp())
+    start_default = clock.to_epoch(clock.utc_now())
     start = int(s.start.timestamp()) if s.start is not None else start_default
     identity = StreamIdentity(
         seed=int(pick("seed", s.seed, DEFAULT_SEED)),  # type: ignore[call-overload]
@@ -58,7 +75,7 @@ def _difference(old: dict[str, object], new: dict[str, object]) -> str:
         if old.get(key) != new.get(key):
             a, b = old.get(key), new.get(key)
             if key == "start":
-                a, b = _fmt(int(a)), _fmt(int(b))  # type: ignore[call-overload]
+                a, b = clock.iso(int(str(a))), clock.iso(int(str(b)))
             if key == "version":
                 a = f"generator v{a}"
                 b = f"generator v{GENERATOR_VERSION}"
@@ -68,3 +85,130 @@ def _difference(old: dict[str, object], new: dict[str, object]) -> str:
         + "; ".join(diffs)
         + ". Run with the stored settings to resume it, or add --reset to drop it and start this one"
     )
+
+
+# -- the state in the target -----------------------------------------------------------
+
+
+def this_writer() -> str:
+    """How this process is named to another one that finds it writing a shard."""
+    return f"{socket.gethostname()} pid {os.getpid()}"
+
+
+def load(session: SqlSession, shard: str) -> StoredStream:
+    """The stored identity and checkpoints of ``shard``."""
+    row = session.execute("SELECT identity FROM cdc_streams WHERE shard = ?", [shard]).fetchone()
+    return StoredStream(row[0] if row else None, _checkpoints(session, shard))
+
+
+def _checkpoints(session: SqlSession, shard: str) -> dict[int, int]:
+    rows = session.execute(
+        "SELECT partition_id, last_seq FROM cdc_checkpoints WHERE shard = ?", [shard]
+    ).fetchall()
+    return {int(p): int(s) for p, s in rows}
+
+
+def committed(session: SqlSession, shard: str, checkpoints: Mapping[int, int]) -> bool:
+    """Did the batch with these checkpoints commit? They commit with its rows, all or none."""
+    partition, seq = next(iter(checkpoints.items()))
+    row = session.execute(
+        "SELECT last_seq FROM cdc_checkpoints WHERE shard = ? AND partition_id = ?",
+        [shard, partition],
+    ).fetchone()
+    return row is not None and int(row[0]) >= seq
+
+
+def holder(session: SqlSession, shard: str) -> Holder | None:
+    row = session.execute(
+        "SELECT writer_epoch, writer, writer_since FROM cdc_streams WHERE shard = ?", [shard]
+    ).fetchone()
+    return None if row is None else Holder(int(row[0] or 0), row[1], row[2])
+
+
+def claim(
+    session: SqlSession, shard: str, identity: str, partitions: int, reset: bool, writer: str
+) -> Claim:
+    """Record the stream (if new), take the shard over, and read where it resumes.
+
+    Runs in the caller's transaction: the stream record, its checkpoint rows,
+    the new epoch and the checkpoints read back are one atomic step.
+    """
+    now = clock.utc_now()
+    if reset:
+        prefix = order_prefix(shard)
+        session.execute(
+            "DELETE FROM raw_orders WHERE SUBSTR(order_id, 1, ?) = ?", [len(prefix), prefix]
+        )
+        session.execute("DELETE FROM cdc_checkpoints WHERE shard = ?", [shard])
+        session.execute("DELETE FROM cdc_streams WHERE shard = ?", [shard])
+    previous = holder(session, shard)
+    session.execute(
+        "INSERT INTO cdc_streams (shard, identity, created_at, writer_epoch) SELECT ?, ?, ?, 0 "
+        "WHERE NOT EXISTS (SELECT 1 FROM cdc_streams WHERE shard = ?)",
+        [shard, identity, now, shard],
+    )
+    values, params = _values([[p] for p in range(partitions)])
+    session.execute(
+        "INSERT INTO cdc_checkpoints (shard, partition_id, last_seq, updated_at) "  # noqa: S608
+        f"SELECT ?, v.partition_id, 0, ? FROM (VALUES {values}) AS v(partition_id) "
+        "WHERE v.partition_id NOT IN (SELECT partition_id FROM cdc_checkpoints WHERE shard = ?)",
+        [shard, now, *params, shard],
+    )
+    session.execute(
+        "UPDATE cdc_streams SET writer_epoch = COALESCE(writer_epoch, 0) + 1, writer = ?, "
+        "writer_since = ? WHERE shard = ?",
+        [writer, now, shard],
+    )
+    mine = holder(session, shard)
+    assert mine is not None
+    session.execute(
+        "UPDATE cdc_checkpoints SET writer_epoch = ? WHERE shard = ?", [mine.epoch, shard]
+    )
+    had = previous if previous is not None and previous.epoch else None
+    return Claim(shard, mine.epoch, _checkpoints(session, shard), had)
+
+
+def advance(
+    shard: str, epoch: int, checkpoints: Mapping[int, int], now: dt.datetime
+) -> tuple[str, list[Any]]:
+    """A batch's checkpoint UPDATE: forward only, and only while ``epoch`` holds the shard.
+
+    It must change one row per partition of the batch (see :func:`advanced`). It
+    writes ``writer_epoch`` too (to the value it already has): under snapshot
+    isolation with per-column conflicts (DuckDB, and so the emulator) only a
+    write of the column a claim writes makes the two collide, so that a batch
+    begun before a claim committed fails instead of committing past it.
+    """
+    values, params = _values([[p, seq] for p, seq in sorted(checkpoints.items())])
+    sql = (
+        "UPDATE cdc_checkpoints SET last_seq = v.last_seq, updated_at = ?, "  # noqa: S608
+        "writer_epoch = cdc_checkpoints.writer_epoch "
+        f"FROM (VALUES {values}) AS v(partition_id, last_seq) "
+        "WHERE cdc_checkpoints.shard = ? AND cdc_checkpoints.partition_id = v.partition_id "
+        "AND cdc_checkpoints.writer_epoch = ? AND cdc_checkpoints.last_seq < v.last_seq"
+    )
+    return sql, [now, *params, shard, epoch]
+
+
+def advanced(session: SqlSession, shard: str, epoch: int, changed: int, wanted: int) -> None:
+    """Raise unless the checkpoint UPDATE changed every row it had to (the caller rolls back)."""
+    if changed == wanted:
+        return
+    now = holder(session, shard)
+    if now is None or now.epoch != epoch:
+        who = now.describe() if now else "nobody: the stream was dropped (--reset)"
+        raise Fenced(
+            f"shard {shard!r} was taken over by {who}; this process (writer epoch {epoch}) "
+            "stops, its last batch rolled back (nothing is lost: the new writer resumes it)"
+        )
+    raise SinkError(
+        f"shard {shard!r}: {wanted - changed} of {wanted} checkpoints would not move forward "
+        "(a batch applied twice?): stopping rather than write it"
+    )
+
+
+def _values(rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+    """``(?, ?), (?, ?)`` for ``rows``, and their values in order."""
+    width = len(rows[0]) if rows else 1
+    one = "(" + ", ".join(["?"] * width) + ")"
+    return ", ".join([one] * len(rows)), [v for r in rows for v in r]

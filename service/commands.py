@@ -23,11 +23,11 @@ from rich.table import Table
 from rich.text import Text
 from sqlglot import exp
 
-from . import logs, warehouse
+from . import logs, scheduler, sqlfiles, warehouse
 from . import verify as verifying
 from .config import Config, ConfigError
 from .sinks import make_sink
-from .sinks.base import Sink, SinkError, TargetConfigError
+from .sinks.base import Sink, SinkError, SqlSession, TargetConfigError, Warehouse, transaction
 
 #: Rows ``query`` prints at most (it says so when there are more).
 QUERY_ROWS = 1000
@@ -88,16 +88,16 @@ def _target(config: Config, create: bool = False) -> Iterator[Sink]:
 
 
 @contextlib.contextmanager
-def _connection(sink: Sink) -> Iterator[Any]:
-    con = sink.connect_sql()
+def _connection(sink: Sink) -> Iterator[SqlSession]:
+    session = sink.connect_sql()
     try:
-        if sink.local_warehouse:
-            for stmt in warehouse.local_ddl(sink.dialect):  # the task history, if missing
-                warehouse.execute(con, stmt)
-        yield con
+        if sink.warehouse is Warehouse.LOCAL:
+            for stmt in sqlfiles.local_ddl(session.dialect):  # the task history, if missing
+                session.execute(stmt)
+        yield session
     finally:
         with contextlib.suppress(Exception):
-            con.close()
+            session.close()
 
 
 # -- formatting ------------------------------------------------------------------------
@@ -154,14 +154,14 @@ def _table(
 def init(config: Config, ns: argparse.Namespace) -> int:
     """Create the tables, the layers and the task (or the local task history). Idempotent."""
     out = _console()
-    with _target(config, create=True) as sink, _connection(sink) as con:
-        warehouse.apply_ddl(con, sink.dialect, sink.local_warehouse, dict(sink.names))
-        local = sink.local_warehouse
+    with _target(config, create=True) as sink, _connection(sink) as session:
+        warehouse.apply_ddl(session, sink.warehouse, sink.names)
+        local = sink.warehouse is Warehouse.LOCAL
     layer = "table, materialised from its sql/ SELECT" if local else "dynamic table"
     rows = [
         ("raw_orders", "table", "001_raw_orders.sql"),
         ("cdc_streams, cdc_checkpoints", "tables", "002_cdc_state.sql"),
-        *((ly.name, layer, ly.file) for ly in warehouse.layers()),
+        *((ly.name, layer, ly.file) for ly in sqlfiles.layers()),
         (
             (
                 "cdc_task_history",
@@ -181,25 +181,23 @@ def refresh(config: Config, ns: argparse.Namespace) -> int:
     out = _console()
     with _target(config) as sink:
         t = time.perf_counter()
-        run = warehouse.refresh_now(sink)
+        run = scheduler.refresh_now(sink)
         took = time.perf_counter() - t
     if run is None:
-        out.print(f"{warehouse.refresh_statement()}: done in {took:.2f} s")
+        out.print(f"{sqlfiles.refresh_statement()}: done in {took:.2f} s")
         return 0
     if run.state != "SUCCEEDED":
         out.print(f"refresh FAILED after {took:.2f} s: {run.error}")
         return 1
-    names = ", ".join(ly.name for ly in warehouse.layers())
+    names = ", ".join(ly.name for ly in sqlfiles.layers())
     out.print(f"refreshed {names}: {run.rows:,} rows in {took:.2f} s")
     return 0
 
 
 def report(config: Config, ns: argparse.Namespace) -> int:
     """orders_aggregated, one row per month, one column per metric."""
-    with _target(config) as sink, _connection(sink) as con:
-        cur = warehouse.execute(
-            con, "SELECT * FROM orders_aggregated ORDER BY order_year, order_month"
-        )
+    with _target(config) as sink, _connection(sink) as session:
+        cur = session.execute("SELECT * FROM orders_aggregated ORDER BY order_year, order_month")
         names = [d[0].lower() for d in cur.description]
         rows = [tuple(r) for r in cur.fetchall()]
     columns = ["month", *(n for n in names if n not in ("order_year", "order_month"))]
@@ -226,20 +224,20 @@ def report(config: Config, ns: argparse.Namespace) -> int:
 
 def tasks(config: Config, ns: argparse.Namespace) -> int:
     """The refresh task's runs: the local history, or Snowflake's TASK_HISTORY."""
-    with _target(config) as sink, _connection(sink) as con:
-        columns, rows = warehouse.history(con, sink.local_warehouse)
-        local = sink.local_warehouse
+    with _target(config) as sink, _connection(sink) as session:
+        local = sink.warehouse is Warehouse.LOCAL
+        columns, rows = scheduler.history(session, local)
     out = _console()
     if not rows:
         where = "while `ecomm-cdc run` runs, every CDC_REFRESH_INTERVAL seconds" if local else ""
-        out.print(f"{warehouse.TASK}: no runs yet {where}".rstrip())
+        out.print(f"{scheduler.TASK}: no runs yet {where}".rstrip())
         return 0
     state = columns.index("state")
     counts: dict[str, int] = {}
     for r in rows:
         counts[r[state]] = counts.get(r[state], 0) + 1
     source = "cdc_task_history" if local else "INFORMATION_SCHEMA.TASK_HISTORY"
-    out.print(_table(columns, rows, title=f"{warehouse.TASK} ({source})"))
+    out.print(_table(columns, rows, title=f"{scheduler.TASK} ({source})"))
     out.print(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return 0
 
@@ -247,8 +245,8 @@ def tasks(config: Config, ns: argparse.Namespace) -> int:
 def verify(config: Config, ns: argparse.Namespace) -> int:
     """Check the target against the replay of its stream: exit 0 when every check holds."""
     out = _console()
-    with _target(config) as sink, _connection(sink) as con:
-        result = verifying.verify(con, sink.dialect, sink.local_warehouse, sink.shard)
+    with _target(config) as sink, _connection(sink) as session:
+        result = verifying.verify(session, sink.warehouse, sink.shard)
     table = Table(title=f"verify {sink.name}: {result.stream}", title_justify="left")
     for col in ("check", "result", "detail"):
         table.add_column(col, overflow="fold")
@@ -261,6 +259,10 @@ def verify(config: Config, ns: argparse.Namespace) -> int:
             for d in c.differences:
                 out.print(f"  {d}", markup=False)
     return 0 if result.ok else 1
+
+
+class _RolledBack(Exception):
+    """Leaves a transaction by its rollback."""
 
 
 def read_only(sql: str, dialect: str) -> str:
@@ -281,17 +283,13 @@ def read_only(sql: str, dialect: str) -> str:
 
 def query(config: Config, ns: argparse.Namespace) -> int:
     """Run one read-only query and print its result (inside a transaction that is rolled back)."""
-    with _target(config) as sink:
-        sql = read_only(ns.sql, sink.dialect)
-        with _connection(sink) as con:
-            warehouse.execute(con, "BEGIN")
-            try:
-                cur = warehouse.execute(con, sql)
-                columns = [d[0] for d in cur.description]
-                rows = [tuple(r) for r in cur.fetchmany(QUERY_ROWS + 1)]
-            finally:
-                with contextlib.suppress(Exception):
-                    warehouse.execute(con, "ROLLBACK")
+    with _target(config) as sink, _connection(sink) as session:
+        sql = read_only(ns.sql, session.dialect)
+        with contextlib.suppress(_RolledBack), transaction(session):
+            cur = session.execute(sql)
+            columns = [d[0] for d in cur.description]
+            rows = [tuple(r) for r in cur.fetchmany(QUERY_ROWS + 1)]
+            raise _RolledBack  # a query never commits anything
     out = _console()
     out.print(_table(columns, rows[:QUERY_ROWS]))
     more = len(rows) > QUERY_ROWS

@@ -25,12 +25,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from .events import STATUSES, Changes, Event, Op, Row, Status, order_prefix
+from .router import checkpoint_array, partitions_of
 
 #: Bump when a change would alter the stream for the same settings.
 GENERATOR_VERSION = 2
@@ -160,10 +161,6 @@ class OrderStream:
         """Sequence number of the last event produced."""
         return self._seq
 
-    def __iter__(self) -> Iterator[Event]:
-        while True:
-            yield from self.take(BLOCK)
-
     def take(self, n: int) -> list[Event]:
         """The next ``n`` events, as Events."""
         return self.take_changes(n).events()
@@ -259,16 +256,24 @@ class OrderStream:
         self._no[slots[final]] = 0
 
 
-def replay(identity: StreamIdentity, events: int) -> dict[str, Row]:
-    """The state of ``raw_orders`` after the first ``events`` events, in memory."""
+def replay(identity: StreamIdentity, upto: int | Mapping[int, int]) -> dict[str, Row]:
+    """What ``raw_orders`` holds for the stream, in memory: after its first ``upto`` events,
+    or, given checkpoints, after each partition's events up to its checkpoint."""
+    if isinstance(upto, int):
+        last, applied_to = upto, None
+    else:
+        last = max(upto.values(), default=0)
+        applied_to = checkpoint_array(dict(upto), identity.partitions)
     state: dict[str, Row] = {}
     stream = OrderStream(identity)
-    done = 0
-    while done < events:
-        for ev in stream.take(min(65_536, events - done)):
+    while stream.seq < last:
+        changes = stream.take_changes(min(65_536, last - stream.seq))
+        if applied_to is not None:
+            parts = partitions_of(changes.order_no, identity.partitions)
+            changes = changes.take(changes.seq <= applied_to[parts])
+        for ev in changes.events():
             if ev.op is Op.DELETE:
                 del state[ev.order_id]
             else:
                 state[ev.order_id] = ev.row()
-        done = stream.seq
     return state

@@ -11,17 +11,38 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import logs
-
-if TYPE_CHECKING:
-    from .runner import Service
+from .metrics import Metrics, Stats
 
 log = logs.get("http")
+
+
+class Health(Protocol):
+    """Whether the service is up and ready (the runner's ``State``)."""
+
+    ready: bool
+    draining: bool
+    started_at: float
+
+
+class Service(Protocol):
+    """What the HTTP server reads of the running service."""
+
+    @property
+    def stats(self) -> Stats: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def state(self) -> Health: ...
+
+    def queue_depth(self) -> int: ...
 
 
 def stalled(service: Service, now: float | None = None) -> float:

@@ -43,8 +43,10 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s"
     )
+    # The connector logs errors (with tracebacks) before raising them; the service
+    # reports each failure once, as one line, itself.
+    logging.getLogger("snowflake.connector").setLevel(logging.CRITICAL)
     for noisy in (
-        "snowflake.connector",
         "uvicorn",
         "uvicorn.access",
         "uvicorn.error",
@@ -57,7 +59,20 @@ def get(name: str) -> Any:
     return structlog.get_logger(name)
 
 
+#: A message longer than this is cut (a driver error can carry a megabyte of SQL).
+MAX_LINE = 300
+
+
 def one_line(exc: BaseException) -> str:
-    """An exception as one log-friendly line: its type and the first line of its message."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    """An exception as one log-friendly line: its type, its code where a database driver
+    gives one (errno and SQLSTATE), and the first line of its message."""
+    raw = getattr(exc, "raw_msg", None)
+    lines = (raw if isinstance(raw, str) else str(exc)).strip().splitlines()
+    first = lines[0] if lines else ""
+    name = type(exc).__name__
+    if hasattr(exc, "sqlstate"):  # a DB-API error of the Snowflake connector
+        errno, state = getattr(exc, "errno", None), exc.sqlstate
+        code = f"{errno:06d}" if isinstance(errno, int) and errno > 0 else "-"
+        name += f" {code}" + (f" ({state})" if state and state != "n/a" else "")
+    text = f"{name}: {first}" if first or hasattr(exc, "sqlstate") else name
+    return text if len(text) <= MAX_LINE else text[: MAX_LINE - 3] + "..."

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import logs, warehouse
+from . import checkpoint, logs, scheduler, warehouse
 from .checkpoint import resolve
 from .config import Config, ConfigError
 from .consumers import consume
@@ -111,16 +111,24 @@ class Service:
         await asyncio.to_thread(warehouse.prepare, sink)
         stored = await asyncio.to_thread(sink.load_stream)
         identity = resolve(self.config, stored)
-        await asyncio.to_thread(sink.save_stream, json.dumps(identity.as_dict()), s.reset)
-        if s.reset:
-            stored = type(stored)(None, {})
+        claim = await asyncio.to_thread(
+            sink.claim_stream, json.dumps(identity.as_dict()), identity.partitions, s.reset
+        )
         self.identity = identity
-        self._checkpoints = stored.checkpoints
+        self._checkpoints = claim.checkpoints
+        if claim.previous is not None and claim.previous.writer != checkpoint.this_writer():
+            log.info(
+                "service.took_over",
+                shard=claim.shard,
+                previous=claim.previous.describe(),
+                writer_epoch=claim.epoch,
+            )
         log.info(
             "service.started",
             target=sink.name,
             stream=identity.describe(),
-            resume_from=stored.applied_to,
+            resume_from=max(claim.checkpoints.values(), default=0),
+            writer_epoch=claim.epoch,
             workers=s.workers,
             batch_size=s.batch_size,
             queue_size=s.queue_size,
@@ -159,7 +167,7 @@ class Service:
             pipeline = asyncio.ensure_future(self._pipeline(stream, router))
             reporter = asyncio.ensure_future(self._report())
             refresher = asyncio.ensure_future(
-                warehouse.schedule(self.sink, s.refresh_interval, self.metrics)
+                scheduler.schedule(self.sink, s.refresh_interval, self.metrics)
             )
             forced = asyncio.ensure_future(self._forced.wait())
             try:
@@ -182,7 +190,7 @@ class Service:
             if not self._stopping.is_set():
                 # A bounded run ends with fresh reporting layers (a drain on SIGTERM
                 # does not: it has a deadline to keep).
-                await asyncio.to_thread(warehouse.refresh_now, self.sink, self.metrics)
+                await asyncio.to_thread(scheduler.refresh_now, self.sink, self.metrics)
             self._summary()
             return self.stats
         finally:

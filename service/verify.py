@@ -21,24 +21,22 @@ Run it on a quiet target: on Snowflake the reads are separate statements.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from . import warehouse
-from .events import Op, Status
-from .generator import OrderStream, StreamIdentity
-from .router import checkpoint_array, partitions_of
-from .sinks.base import SinkError
+from . import checkpoint, clock
+from . import warehouse as layers
+from .events import Status, order_prefix
+from .generator import StreamIdentity, replay
+from .sinks.base import SinkError, SqlSession, Warehouse
 
 #: order_id, customer_id, order_ts (epoch s), status, amount (cents), product_id, quantity
 Canon = tuple[Any, ...]
 SHOW = 5  # differences listed per kind
-_EPOCH = dt.datetime(1970, 1, 1)
 _STATUSES = frozenset(s.value for s in Status)
 _ROWS_SQL = (
     "SELECT order_id, customer_id, order_date, status, amount, product_id, quantity FROM raw_orders"
@@ -94,12 +92,12 @@ def _cents(amount: Any) -> int | None:
 def canonical(row: Sequence[Any]) -> Canon:
     """A ``raw_orders`` row as the stream carries it: epoch seconds and integer cents."""
     oid, cust, date, status, amount, product, qty = row
-    ts = None if date is None else int((date.replace(tzinfo=None) - _EPOCH).total_seconds())
+    ts = None if date is None else clock.to_epoch(date)
     return (oid, cust, ts, status, _cents(amount), product, None if qty is None else int(qty))
 
 
 def row_hash(row: Canon) -> int:
-    return int.from_bytes(hashlib.blake2b(repr(row).encode(), digest_size=8).digest(), "big")
+    return int.from_bytes(hashlib.blake2b(repr(tuple(row)).encode(), digest_size=8).digest(), "big")
 
 
 def checksum(rows: Iterable[Canon]) -> int:
@@ -107,37 +105,16 @@ def checksum(rows: Iterable[Canon]) -> int:
     return sum(row_hash(r) for r in rows) % (1 << 64)
 
 
-# -- the stream -----------------------------------------------------------------------
-
-
-def expected_rows(identity: StreamIdentity, checkpoints: dict[int, int]) -> dict[str, Canon]:
-    """What raw_orders must hold for the shard: the replay, each partition up to its checkpoint."""
-    state: dict[str, Canon] = {}
-    last = max(checkpoints.values(), default=0)
-    stream = OrderStream(identity)
-    n = identity.partitions
-    applied_to = checkpoint_array(checkpoints, n)
-    while stream.seq < last:
-        changes = stream.take_changes(min(65_536, last - stream.seq))
-        held = changes.seq <= applied_to[partitions_of(changes.order_no, n)]
-        for ev in changes.take(held).events():
-            if ev.op is Op.DELETE:
-                del state[ev.order_id]
-            else:
-                state[ev.order_id] = tuple(ev.row())
-    return state
-
-
 def _show(row: Canon) -> dict[str, Any]:
     d = dict(zip(_COLUMNS, row, strict=True))
     if row[2] is not None:
-        d["order_date"] = (_EPOCH + dt.timedelta(seconds=row[2])).isoformat()
+        d["order_date"] = clock.from_epoch(row[2]).isoformat()
     if row[4] is not None:
         d["amount"] = f"{Decimal(row[4]) / 100:.2f}"
     return d
 
 
-def compare_stream(expected: dict[str, Canon], rows: list[Canon]) -> Check:
+def compare_stream(expected: Mapping[str, Canon], rows: list[Canon]) -> Check:
     """raw_orders (the shard's rows) against the replay."""
     want, got = checksum(expected.values()), checksum(rows)
     detail = f"{len(rows):,} rows, checksum {got:016x}"
@@ -206,7 +183,7 @@ def recompute(rows: Iterable[Canon]) -> dict[tuple[int | None, int | None], dict
     """orders_aggregated, computed in Python with SQL's NULL rules (money as exact Decimals)."""
     groups: dict[tuple[int | None, int | None], list[Canon]] = defaultdict(list)
     for r in rows:
-        d = None if r[2] is None else _EPOCH + dt.timedelta(seconds=r[2])
+        d = None if r[2] is None else clock.from_epoch(r[2])
         groups[(d.year, d.month) if d else (None, None)].append(r)
     out = {}
     for key, rs in groups.items():
@@ -236,8 +213,8 @@ def _differs(metric: str, got: Any, want: Any) -> bool:
     return Decimal(got) != Decimal(want)
 
 
-def read_aggregated(con: Any) -> dict[tuple[Any, Any], dict[str, Any]]:
-    cur = warehouse.execute(con, "SELECT * FROM orders_aggregated")
+def read_aggregated(session: SqlSession) -> dict[tuple[Any, Any], dict[str, Any]]:
+    cur = session.execute("SELECT * FROM orders_aggregated")
     names = [d[0].lower() for d in cur.description]
     out = {}
     for row in cur.fetchall():
@@ -274,32 +251,27 @@ def compare_aggregates(table: dict[tuple[Any, Any], dict[str, Any]], rows: list[
 # -- all of it --------------------------------------------------------------------------------
 
 
-def load_stream(con: Any, dialect: str, shard: str) -> tuple[StreamIdentity, dict[int, int]]:
-    sql = warehouse.bind("SELECT identity FROM cdc_streams WHERE shard = ?", dialect)
-    row = warehouse.execute(con, sql, [shard]).fetchone()
-    if row is None:
+def load_stream(session: SqlSession, shard: str) -> tuple[StreamIdentity, dict[int, int]]:
+    stored = checkpoint.load(session, shard)
+    if stored.identity is None:
         raise SinkError(f"the target holds no stream for shard {shard!r}: nothing to verify")
-    sql = warehouse.bind(
-        "SELECT partition_id, last_seq FROM cdc_checkpoints WHERE shard = ?", dialect
-    )
-    ckpts = warehouse.execute(con, sql, [shard]).fetchall()
     try:
-        identity = StreamIdentity.from_json(row[0])
+        identity = StreamIdentity.from_json(stored.identity)
     except ValueError as exc:
         raise SinkError(str(exc)) from None
-    return identity, {int(a): int(b) for a, b in ckpts}
+    return identity, stored.checkpoints
 
 
-def verify(con: Any, dialect: str, local: bool, shard: str, refresh: bool = True) -> Report:
-    """Every check, on one connection. ``refresh`` first brings orders_aggregated up to date."""
+def verify(session: SqlSession, warehouse: Warehouse, shard: str, refresh: bool = True) -> Report:
+    """Every check, on one session. ``refresh`` first brings orders_aggregated up to date."""
     if refresh:
-        warehouse.refresh(con, dialect, local)
-    identity, checkpoints = load_stream(con, dialect, shard)
-    rows = [canonical(r) for r in warehouse.execute(con, _ROWS_SQL).fetchall()]
-    table = read_aggregated(con)
-    prefix = f"ORD-{shard}-" if shard else "ORD-"
+        layers.refresh(session, warehouse)
+    identity, checkpoints = load_stream(session, shard)
+    rows = [canonical(r) for r in session.execute(_ROWS_SQL).fetchall()]
+    table = read_aggregated(session)
+    prefix = order_prefix(shard)
     mine = [r for r in rows if str(r[0]).startswith(prefix)]
-    expected = expected_rows(identity, checkpoints)
+    expected = replay(identity, checkpoints)
     stream = (
         f"{identity.describe()} partitions={identity.partitions}, applied up to seq "
         f"{max(checkpoints.values(), default=0):,}"

@@ -2,6 +2,14 @@
 -- and per partition the last sequence number applied. A checkpoint row is
 -- written in the same transaction as the rows it covers: that is what makes a
 -- restart, a retry or a lost reply apply every change exactly once.
+--
+-- One writer per shard: a process that starts takes the shard over by raising
+-- writer_epoch (newest wins) and stamping it on every checkpoint row of the
+-- shard; each batch advances its checkpoints only where writer_epoch is still
+-- its own. A process that has been taken over can therefore never commit a
+-- batch: its checkpoint UPDATE finds no row, and the batch is rolled back.
+-- The checkpoint rows are created with the stream, so a batch only UPDATEs them
+-- (no MERGE: on the emulator a MERGE commits the open transaction).
 CREATE TABLE IF NOT EXISTS cdc_streams (
     shard VARCHAR NOT NULL,
     identity VARCHAR NOT NULL,
@@ -16,3 +24,9 @@ CREATE TABLE IF NOT EXISTS cdc_checkpoints (
     updated_at TIMESTAMP_NTZ NOT NULL,
     CONSTRAINT pk_cdc_checkpoints PRIMARY KEY (shard, partition_id)
 );
+
+-- Added after the first release (a target from before gets them on its next start).
+ALTER TABLE cdc_streams ADD COLUMN IF NOT EXISTS writer_epoch BIGINT;
+ALTER TABLE cdc_streams ADD COLUMN IF NOT EXISTS writer VARCHAR;
+ALTER TABLE cdc_streams ADD COLUMN IF NOT EXISTS writer_since TIMESTAMP_NTZ;
+ALTER TABLE cdc_checkpoints ADD COLUMN IF NOT EXISTS writer_epoch BIGINT;

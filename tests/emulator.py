@@ -284,15 +284,23 @@ def batches_seen(statements: list[Recorded]) -> list[BatchSeen]:
         for st in sts:
             current.append(st)
             if st.verb == "COMMIT":
-                if any("cdc_checkpoints" in s.sql and s.verb == "MERGE" for s in current):
+                if any(_is_checkpoint(s) for s in current):
                     out.append(_summarise(current))
                 current = []
     return out
 
 
+def _is_checkpoint(st: Recorded) -> bool:
+    """The batch's checkpoint UPDATE (a plain UPDATE: it stays inside the transaction)."""
+    return st.sql.lstrip().startswith("UPDATE cdc_checkpoints SET last_seq")
+
+
 def _summarise(sts: list[Recorded]) -> BatchSeen:
     seen = BatchSeen([], [], [], [])
     for st in sts:
+        if _is_checkpoint(st):
+            seen.verbs.append("CHECKPOINT")
+            continue
         seen.verbs.append(st.verb)
         if st.verb == "INSERT":
             seen.insert_rows.append(len(_ROW.findall(st.sql)))
@@ -313,8 +321,8 @@ def check_bulk(seen: list[BatchSeen], chunk: int) -> Iterator[str]:
             yield f"batch {i}: {len(b.update_rows)} UPDATEs for {upd} rows"
         if len(b.delete_ids) > math.ceil(dels / chunk):
             yield f"batch {i}: {len(b.delete_ids)} DELETEs for {dels} ids"
-        if b.verbs.count("MERGE") != 1 or b.verbs[-1] != "COMMIT" or b.verbs.count("COMMIT") != 1:
-            yield f"batch {i}: not one MERGE then COMMIT: {b.verbs}"
-        others = set(b.verbs) - {"INSERT", "UPDATE", "DELETE", "MERGE", "COMMIT"}
+        if b.verbs[-2:] != ["CHECKPOINT", "COMMIT"] or b.verbs.count("COMMIT") != 1:
+            yield f"batch {i}: not one checkpoint UPDATE then COMMIT: {b.verbs}"
+        others = set(b.verbs) - {"INSERT", "UPDATE", "DELETE", "CHECKPOINT", "COMMIT"}
         if others:
             yield f"batch {i}: unexpected statements {sorted(others)}"

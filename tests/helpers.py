@@ -6,6 +6,8 @@ from pathlib import Path
 
 import duckdb
 
+from service.generator import StreamIdentity
+
 ROWS_SQL = (
     "SELECT order_id, customer_id, CAST(epoch(order_date) AS BIGINT), status, "
     "CAST(amount * 100 AS BIGINT), product_id, quantity FROM raw_orders"
@@ -28,18 +30,21 @@ def duckdb_checkpoints(path: Path) -> dict[int, int]:
         con.close()
 
 
-def expected_at_checkpoints(ident: object, ckpts: dict[int, int]) -> dict[str, tuple[object, ...]]:
-    """The table a target must hold given its per-partition checkpoints (independently computed)."""
+def expected_at_checkpoints(
+    ident: StreamIdentity, ckpts: dict[int, int]
+) -> dict[str, tuple[object, ...]]:
+    """The table a target must hold given its per-partition checkpoints: computed event by
+    event (the service's replay works on columns), as an independent oracle."""
     from service.events import Op
     from service.generator import OrderStream
     from service.router import partition_of
 
-    stream = OrderStream(ident)  # type: ignore[arg-type]
+    stream = OrderStream(ident)
     state: dict[str, tuple[object, ...]] = {}
     top = max(ckpts.values(), default=0)
     while stream.seq < top:
         for ev in stream.take(min(10_000, top - stream.seq)):
-            if ev.seq > ckpts.get(partition_of(ev.order_id, 64), 0):
+            if ev.seq > ckpts.get(partition_of(ev.order_id, ident.partitions), 0):
                 continue
             if ev.op is Op.DELETE:
                 del state[ev.order_id]

@@ -61,7 +61,7 @@ def test_duckdb_updates_and_deletes_orders_whose_numbers_outgrow_ten_digits(tmp_
     path = tmp_path / "wide.duckdb"
     sink = DuckDBSink(path, "0", workers=1)
     sink.open()
-    sink.save_stream(json.dumps(identity().as_dict()), reset=False)
+    sink.claim_stream(json.dumps(identity().as_dict()), 64, reset=False)
     writer = sink.writer(0)
     narrow, wide, wider = (order_id("ORD-0-", n) for n in (9_999_999_999, 10**10, 10**10 + 1))
 

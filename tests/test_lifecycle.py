@@ -141,7 +141,7 @@ class Faulty(DuckDBWriter):
 
 class Sink(DuckDBSink):
     def writer(self, worker):
-        return Faulty(self.con.cursor(), self.shard)
+        return Faulty(self.con.cursor(), self.claim)
 
 service.runner.make_sink = lambda config: Sink(config.settings.duckdb_path)
 sys.exit(cli.main(sys.argv[1:]))

@@ -19,6 +19,8 @@ def test_model_reaches_most_of_its_ceiling(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(bench, "ROUND_TRIP", 0.03)
     row = bench.model_run(2, 300, batches_per_worker=6)
     assert row.events == 2 * 300 * 6
-    assert 3 <= row.trips_per_batch <= 5  # INSERT, UPDATE, DELETE (when any), MERGE, COMMIT
+    assert (
+        3 <= row.trips_per_batch <= 5
+    )  # INSERT, UPDATE, DELETE (when any), checkpoint UPDATE, COMMIT
     assert row.ceiling == pytest.approx(2 * 300 / (row.trips_per_batch * 0.03))
     assert row.share > 0.5

@@ -216,11 +216,9 @@ def test_silent_account_gives_up_within_the_login_timeout() -> None:
 
 def test_default_login_timeout_is_at_most_60_seconds() -> None:
     """Without SNOWFLAKE_LOGIN_TIMEOUT an unreachable account is given up on within 60 s."""
-    from service.sinks.snowflake import connection_spec
-
-    spec = connection_spec(
-        config({"SNOWFLAKE_ACCOUNT": "a", "SNOWFLAKE_USER": "u", "SNOWFLAKE_PASSWORD": "p"})
-    )
+    spec = config(
+        {"SNOWFLAKE_ACCOUNT": "a", "SNOWFLAKE_USER": "u", "SNOWFLAKE_PASSWORD": "p"}
+    ).snowflake_spec()
     assert spec.login_timeout <= 60
     assert spec.kwargs(False, "t")["login_timeout"] <= 60
     assert PASSWORD not in repr(spec) and "'p'" not in repr(spec)

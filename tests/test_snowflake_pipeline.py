@@ -15,7 +15,7 @@ import pytest
 from service.generator import replay
 from service.runner import Service
 from service.sinks.emulator import EmulatorSink
-from service.sinks.snowflake_sql import MAX_LIST
+from service.sinks.snowflake.sql import MAX_LIST
 
 from .conftest import START, cli, config, identity
 from .emulator import BatchSeen, Gate, Server, batches_seen, check_bulk
@@ -99,7 +99,9 @@ def test_statements_reaching_the_server_are_bulk(snowflake_run: Run) -> None:
     inserted = sum(sum(b.insert_rows) for b in seen)
     deleted = sum(sum(b.delete_ids) for b in seen)
     assert inserted - deleted == len(snowflake_run.rows)  # the counts are of real rows
-    assert max(b.round_trips for b in seen) <= 5  # INSERT, UPDATE, DELETE, MERGE, COMMIT
+    assert (
+        max(b.round_trips for b in seen) <= 5
+    )  # INSERT, UPDATE, DELETE, checkpoint UPDATE, COMMIT
 
 
 def test_chunks_split_statements_but_stay_bulk() -> None:

@@ -13,19 +13,20 @@ import sqlglot
 from snowflake.connector import errors as sf
 from snowflake.connector.converter import SnowflakeConverter
 
-from service.events import Event, Op
+from service.events import Batch, Event, Op
 from service.generator import OrderStream
 from service.net_effect import net_effect
-from service.sinks import errors
-from service.sinks import snowflake_sql as q
-from service.sinks.base import SinkError
+from service.sinks.base import Claim, SinkError
+from service.sinks.snowflake import errors
+from service.sinks.snowflake import sql as q
 
 from .conftest import identity
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5)
+CLAIM = Claim("0", 7, {}, None)
 
 
-def _batch(n: int, seed: int = 7) -> object:
+def _batch(n: int, seed: int = 7) -> Batch:
     changes = OrderStream(identity(seed)).take_changes(n)
     return net_effect(0, changes, changes.seq % 64)
 
@@ -123,13 +124,13 @@ def test_largest_insert_stays_under_the_limits() -> None:
 def test_plan_is_bulk_and_parses_as_snowflake() -> None:
     """One statement per chunk per kind, the checkpoint last; every statement parses."""
     batch = _batch(4000)
-    plan = q.plan(batch, "0", NOW, max_rows=500)  # type: ignore[arg-type]
+    plan = q.plan(batch, CLAIM, NOW, max_rows=500)
     verbs = [st.verb for st in plan]
-    n_ins = -(-len(batch.inserts) // 500)  # type: ignore[attr-defined]
-    n_upd = -(-len(batch.updates) // 500)  # type: ignore[attr-defined]
-    n_del = -(-len(batch.deletes) // 500)  # type: ignore[attr-defined]
-    assert verbs == ["INSERT"] * n_ins + ["UPDATE"] * n_upd + ["DELETE"] * n_del + ["MERGE"]
-    assert q.round_trips(batch, 500) == len(plan) + 1  # type: ignore[arg-type]
+    n_ins = -(-len(batch.inserts) // 500)
+    n_upd = -(-len(batch.updates) // 500)
+    n_del = -(-len(batch.deletes) // 500)
+    assert verbs == ["INSERT"] * n_ins + ["UPDATE"] * n_upd + ["DELETE"] * n_del + ["UPDATE"]
+    assert q.round_trips(batch, 500) == len(plan) + 1
     for st in plan:
         if st.many:
             assert st.sql.count("%s") == len(st.params[0])
@@ -145,9 +146,9 @@ def test_values_are_bound_never_formatted() -> None:
     ev = Event(1, Op.UPDATE, "ORD-0-1'); DROP TABLE raw_orders; --", "C", 0, "S", 1, "P", 1)
     for st in [*q.updates([ev]), *q.deletes([ev.order_id]), *q.inserts([ev])]:
         assert "DROP TABLE" not in st.sql
-    st = q.checkpoint("0", {3: 10, 1: 5}, NOW)
-    assert st.params == ["0", 1, 5, NOW, "0", 3, 10, NOW]
-    assert "10" not in st.sql
+    st = q.checkpoint(CLAIM, {3: 10, 1: 5}, NOW)
+    assert st.params == [NOW, 1, 5, 3, 10, "0", 7]
+    assert "10" not in st.sql and "7" not in st.sql
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,11 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from service import sqlfiles, warehouse
-from service.sinks.base import TargetConfigError
+from service import scheduler, sqlfiles, warehouse
+from service.config import ConfigError, Names
+from service.sinks.duckdb import DuckSession
 
-NAMES = {"warehouse": "TRANSFORM_WH", "database": "ECOMM", "schema": "PUBLIC"}
+NAMES = Names(warehouse="TRANSFORM_WH")
 SEED_DERIVED = [
     "order_id",
     "customer_id",
@@ -45,7 +46,7 @@ HONEST_COUNTS = ["high_value_order_count", "low_value_order_count"]
 
 def _parsed(name: str) -> list[exp.Expression]:
     text = dict(sqlfiles.files())[name]
-    with warehouse.quiet_sqlglot():
+    with sqlfiles.quiet_sqlglot():
         parsed = sqlglot.parse(
             sqlfiles.render(text, NAMES), read="snowflake", error_level=sqlglot.ErrorLevel.RAISE
         )
@@ -106,21 +107,21 @@ def test_dynamic_tables_keep_the_seeds_columns_and_add_honest_counts() -> None:
 
 def test_the_task() -> None:
     """refresh_orders_agg: every 2 minutes, on the configured warehouse, refreshes the aggregate."""
-    task = warehouse.task_definition(NAMES)
+    task = sqlfiles.task_definition(NAMES)
     assert task == {
         "name": "refresh_orders_agg",
         "WAREHOUSE": "TRANSFORM_WH",
         "SCHEDULE": "2 MINUTE",
         "body": "ALTER DYNAMIC TABLE orders_aggregated REFRESH",
     }
-    assert warehouse.refresh_statement() == task["body"]
-    layers = [ly.name for ly in warehouse.layers()]
+    assert sqlfiles.refresh_statement() == task["body"]
+    layers = [ly.name for ly in sqlfiles.layers()]
     assert layers == ["orders_derived", "orders_aggregated"]
 
 
 def test_snowflake_ddl_runs_the_files_as_written_with_validated_names() -> None:
     """On Snowflake the files run verbatim (rendered), in order; a bad name is refused."""
-    ddl = warehouse.snowflake_ddl(NAMES)
+    ddl = sqlfiles.snowflake_ddl(NAMES)
     heads = [
         " ".join(ln for ln in s.splitlines() if not ln.startswith("--")).split()[:7] for s in ddl
     ]
@@ -132,20 +133,20 @@ def test_snowflake_ddl_runs_the_files_as_written_with_validated_names() -> None:
     ]
     assert all("{{" not in s for s in ddl)
     assert sum("WAREHOUSE = TRANSFORM_WH" in s for s in ddl) == 3
-    with pytest.raises(TargetConfigError, match="SNOWFLAKE_WAREHOUSE"):
-        warehouse.snowflake_ddl({"warehouse": "WH; DROP TABLE raw_orders"})
+    with pytest.raises(ConfigError, match="SNOWFLAKE_WAREHOUSE"):
+        sqlfiles.snowflake_ddl(Names(warehouse="WH; DROP TABLE raw_orders"))
 
 
 def test_local_translation_is_produced_from_the_files(monkeypatch: pytest.MonkeyPatch) -> None:
     """Change the file's SELECT and the local table changes: nothing is kept in a second copy."""
     con = duckdb.connect()
-    for stmt in sqlfiles.statements("001", {}, dialect="duckdb"):
+    for stmt in sqlfiles.statements("001", Names(), dialect="duckdb"):
         con.execute(stmt)
     con.execute(
         "INSERT INTO raw_orders VALUES ('a', 'c1', TIMESTAMP '2026-01-05 10:00:00', 'DELIVERED', "
         "150.00, 'p', 1), ('b', 'c2', TIMESTAMP '2026-01-06 10:00:00', 'PENDING', 60.00, 'p', 2)"
     )
-    warehouse.materialize(con, "duckdb")
+    warehouse.materialize(DuckSession(con))
     q = "SELECT high_value_order_count, total_high_value_orders FROM orders_aggregated"
     assert con.execute(q).fetchall() == [(1, 150)]
     files = tuple(
@@ -153,15 +154,15 @@ def test_local_translation_is_produced_from_the_files(monkeypatch: pytest.Monkey
         for n, t in sqlfiles.files()
     )
     monkeypatch.setattr(sqlfiles, "files", lambda: files)
-    (derived, _) = warehouse.layers()
+    (derived, _) = sqlfiles.layers()
     assert "amount > 50" in derived.local_sql("duckdb")
-    warehouse.materialize(con, "duckdb")
+    warehouse.materialize(DuckSession(con))
     assert con.execute(q).fetchall() == [(2, 210)]
 
 
 def _days_expr(dialect: str, now: str | None = None) -> str:
     """days_since_order as the file writes it, translated; ``now`` replaces SYSDATE()."""
-    (derived, _) = warehouse.layers()
+    (derived, _) = sqlfiles.layers()
     (expr,) = [s.this for s in derived.select.selects if s.alias == "days_since_order"]
     expr = expr.copy()
     if now is not None:
@@ -200,7 +201,7 @@ def test_days_since_order_counts_day_boundaries_in_utc() -> None:
 
 def test_history_queries_parse() -> None:
     """`tasks` reads TASK_HISTORY on Snowflake and cdc_task_history locally: both parse."""
-    sf = sqlglot.parse_one(warehouse.history_sql(local=False), read="snowflake")
+    sf = sqlglot.parse_one(scheduler.history_sql(local=False), read="snowflake")
     assert "TASK_HISTORY" in sf.sql("snowflake") and "REFRESH_ORDERS_AGG" in sf.sql("snowflake")
-    local = sqlglot.parse_one(warehouse.history_sql(local=True), read="duckdb")
+    local = sqlglot.parse_one(scheduler.history_sql(local=True), read="duckdb")
     assert isinstance(local, exp.Select)

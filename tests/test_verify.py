@@ -11,7 +11,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from service import verify
+from service import clock, verify
+from service.sinks.base import Warehouse
+from service.sinks.duckdb import DuckSession
 
 from .conftest import START, cli
 
@@ -124,16 +126,16 @@ def test_a_stale_or_tampered_aggregate_is_caught(written: Path, tmp_path: Path) 
     path = _copy(written, tmp_path, lambda con: None)
     con = duckdb.connect(str(path))
     try:
-        assert verify.verify(con, "duckdb", local=True, shard="0").ok
+        assert verify.verify(DuckSession(con), Warehouse.LOCAL, "0").ok
         con.execute(
             "UPDATE orders_aggregated SET total_revenue = total_revenue + 0.01 "
             "WHERE order_month = 11"
         )
-        report = verify.verify(con, "duckdb", local=True, shard="0", refresh=False)
+        report = verify.verify(DuckSession(con), Warehouse.LOCAL, "0", refresh=False)
         (agg,) = [c for c in report.checks if c.name.startswith("orders_aggregated")]
         assert not agg.ok
         assert agg.differences[0].startswith("2025-11: total_revenue")
-        assert verify.verify(con, "duckdb", local=True, shard="0").ok, "a refresh mends it"
+        assert verify.verify(DuckSession(con), Warehouse.LOCAL, "0").ok, "a refresh mends it"
     finally:
         con.close()
 
@@ -144,6 +146,6 @@ def test_checksum_is_order_independent_and_sees_duplicates() -> None:
     assert verify.checksum(rows) == verify.checksum(list(reversed(rows)))
     assert verify.checksum([*rows, rows[0], rows[0]]) != verify.checksum(rows)
     assert verify.canonical(
-        ("a", "c", verify._EPOCH.replace(year=1970, second=1), "PENDING", Decimal("1.00"), "p", 1)
+        ("a", "c", clock.EPOCH.replace(year=1970, second=1), "PENDING", Decimal("1.00"), "p", 1)
     ) == ("a", "c", 1, "PENDING", 100, "p", 1)
     assert verify.canonical(("a", None, None, None, 0.1 + 0.2, None, None))[4] == 30

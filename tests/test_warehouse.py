@@ -12,7 +12,7 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -20,9 +20,13 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from service import sqlfiles, verify, warehouse
+from service import scheduler, sqlfiles, verify, warehouse
+from service.config import Names
 from service.generator import OrderStream, replay
 from service.router import partition_of
+from service.sinks.base import Dialect, Warehouse
+from service.sinks.duckdb import DuckSession
+from service.sinks.snowflake import SnowSession
 
 from .conftest import identity
 
@@ -80,14 +84,17 @@ def assert_matches(
 
 
 def aggregated(con: Any) -> dict[tuple[int, int], dict[str, Any]]:
-    return {(int(k[0]), int(k[1])): v for k, v in verify.read_aggregated(con).items()}
+    """orders_aggregated of a DuckDB connection or a connector connection."""
+    local = isinstance(con, duckdb.DuckDBPyConnection)
+    session = DuckSession(con) if local else SnowSession(con, autocommit=True)
+    return {(int(k[0]), int(k[1])): v for k, v in verify.read_aggregated(session).items()}
 
 
 # -- DuckDB ---------------------------------------------------------------------------------
 
 
 def load_duckdb(con: duckdb.DuckDBPyConnection, state: Rows) -> None:
-    for stmt in sqlfiles.statements("00", {}, dialect="duckdb"):
+    for stmt in sqlfiles.statements("00", Names(), dialect="duckdb"):
         con.execute(stmt)
     cols = list(zip(*state.values(), strict=True))
     con.register("src", pa.table({f"c{i}": list(c) for i, c in enumerate(cols)}))
@@ -103,12 +110,12 @@ def test_aggregate_equals_python_on_duckdb() -> None:
     state = replay(identity(), 20_000)
     con = duckdb.connect()
     load_duckdb(con, state)
-    warehouse.apply_ddl(con, "duckdb", local=True, names={})
+    warehouse.apply_ddl(DuckSession(con), Warehouse.LOCAL, Names())
     assert_matches(aggregated(con), python_aggregate(state))
     # A refresh follows changes: delete a month's worth of orders and refresh.
     gone = min(python_aggregate(state))
     con.execute("DELETE FROM raw_orders WHERE month(order_date) = ?", [gone[1]])
-    rows = warehouse.refresh(con, "duckdb", local=True)
+    rows = warehouse.refresh(DuckSession(con), Warehouse.LOCAL)
     left = {
         k: v for k, v in state.items() if dt.datetime.fromtimestamp(v[2], dt.UTC).month != gone[1]
     }
@@ -169,7 +176,7 @@ def sf_connect(emulator: dict[str, Any]) -> Iterator[Any]:
 @pytest.fixture
 def sf(sf_connect: Any) -> Any:
     con = sf_connect()
-    for stmt in sqlfiles.statements("00", {}, dialect="snowflake"):
+    for stmt in sqlfiles.statements("00", Names(), dialect="snowflake"):
         con.cursor().execute(stmt)
     return con
 
@@ -202,7 +209,7 @@ def test_aggregate_equals_python_on_the_emulator(sf: Any) -> None:
     """The same check through the real Snowflake connector: the SELECTs from sql/ on fakesnow."""
     state = replay(identity(), 1_500)
     load_snowflake(sf, state)
-    warehouse.apply_ddl(sf, "snowflake", local=True, names={})
+    warehouse.apply_ddl(SnowSession(sf, autocommit=True), Warehouse.LOCAL, Names())
     assert_matches(aggregated(sf), python_aggregate(state))
     # Change some orders, refresh, and the aggregate follows.
     changed = sorted(state)[:40]
@@ -213,7 +220,7 @@ def test_aggregate_equals_python_on_the_emulator(sf: Any) -> None:
     for oid in changed:
         r = state[oid]
         state[oid] = r._replace(status="DELIVERED", amount_cents=25_000)
-    warehouse.refresh(sf, "snowflake", local=True)
+    warehouse.refresh(SnowSession(sf, autocommit=True), Warehouse.LOCAL)
     assert_matches(aggregated(sf), python_aggregate(state))
 
 
@@ -229,16 +236,17 @@ def test_verify_holds_on_the_emulator(sf: Any) -> None:
     cur = sf.cursor()
     now = dt.datetime(2026, 1, 1)
     stream = ("0", json.dumps(ident.as_dict()), now)
-    cur.execute("INSERT INTO cdc_streams VALUES (%s, %s, %s)", stream)
+    cur.execute("INSERT INTO cdc_streams (shard, identity, created_at) VALUES (%s, %s, %s)", stream)
     cur.executemany(
-        "INSERT INTO cdc_checkpoints VALUES (%s, %s, %s, %s)",
+        "INSERT INTO cdc_checkpoints (shard, partition_id, last_seq, updated_at) "
+        "VALUES (%s, %s, %s, %s)",
         [("0", p, s, now) for p, s in ckpts.items()],
     )
-    warehouse.apply_ddl(sf, "snowflake", local=True, names={})
-    report = verify.verify(sf, "snowflake", local=True, shard="0")
+    warehouse.apply_ddl(SnowSession(sf, autocommit=True), Warehouse.LOCAL, Names())
+    report = verify.verify(SnowSession(sf, autocommit=True), Warehouse.LOCAL, "0")
     assert report.ok, report.checks
     cur.execute("UPDATE raw_orders SET quantity = quantity + 1 WHERE order_id = 'ORD-0-0000000001'")
-    bad = verify.verify(sf, "snowflake", local=True, shard="0")
+    bad = verify.verify(SnowSession(sf, autocommit=True), Warehouse.LOCAL, "0")
     assert not bad.ok
     assert "changed ORD-0-0000000001: quantity" in bad.checks[0].differences[0]
 
@@ -246,15 +254,17 @@ def test_verify_holds_on_the_emulator(sf: Any) -> None:
 def test_task_history_on_the_emulator(sf: Any, sf_connect: Any) -> None:
     """The local task runs on a connection of its own and records its runs (pyformat, times)."""
     load_snowflake(sf, replay(identity(), 300))
-    warehouse.apply_ddl(sf, "snowflake", local=True, names={})
+    warehouse.apply_ddl(SnowSession(sf, autocommit=True), Warehouse.LOCAL, Names())
     scheduled = dt.datetime(2026, 1, 1, 12, 0, 0, 250_000)
-    ok = warehouse.run_task(sf_connect, "snowflake", scheduled)
+    ok = scheduler.run_task(lambda: SnowSession(sf_connect(), autocommit=True), scheduled)
     sf.cursor().execute("ALTER TABLE raw_orders RENAME TO raw_orders_gone")
-    failed = warehouse.run_task(sf_connect, "snowflake", scheduled + dt.timedelta(minutes=2))
+    failed = scheduler.run_task(
+        lambda: SnowSession(sf_connect(), autocommit=True), scheduled + dt.timedelta(minutes=2)
+    )
     assert (ok.state, failed.state) == ("SUCCEEDED", "FAILED")
     assert failed.error is not None and "raw_orders" in failed.error.lower()
-    columns, rows = warehouse.history(sf, local=True)
-    assert columns == list(warehouse.HISTORY_COLUMNS)
+    columns, rows = scheduler.history(SnowSession(sf, autocommit=True), local=True)
+    assert columns == list(scheduler.HISTORY_COLUMNS)
     assert [(r[0], r[1], r[4], r[6]) for r in rows] == [
         ("REFRESH_ORDERS_AGG", scheduled, "SUCCEEDED", ok.rows),
         ("REFRESH_ORDERS_AGG", scheduled + dt.timedelta(minutes=2), "FAILED", None),
@@ -266,26 +276,34 @@ def test_task_history_on_the_emulator(sf: Any, sf_connect: Any) -> None:
 
 
 class Recorder:
-    """A DB-API connection that records what it is asked to run (there is no Snowflake here)."""
+    """A Snowflake session that records what it is asked to run (there is no Snowflake here)."""
+
+    dialect: Dialect = "snowflake"
 
     def __init__(self) -> None:
         self.sql: list[str] = []
 
-    def cursor(self) -> Recorder:
-        return self
-
-    def execute(self, sql: str, params: Any = None) -> Recorder:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         self.sql.append(sql)
-        return self
+        return None
 
-    def close(self) -> None:
-        pass
+    def changed(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self.execute(sql, params)
+        return 0
+
+    def begin(self) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def test_snowflake_gets_dynamic_tables_and_a_resumed_task() -> None:
     """On Snowflake prepare sends the files as written; refresh is ALTER DYNAMIC TABLE REFRESH."""
     con = Recorder()
-    warehouse.apply_ddl(con, "snowflake", local=False, names={"warehouse": "ETL_WH"})
+    warehouse.apply_ddl(con, Warehouse.DYNAMIC, Names(warehouse="ETL_WH"))
     creates = [s for s in con.sql if "CREATE" in s]
     assert len(con.sql) == 4 and len(creates) == 3
     assert "CREATE DYNAMIC TABLE IF NOT EXISTS orders_derived" in con.sql[0]
@@ -294,5 +312,5 @@ def test_snowflake_gets_dynamic_tables_and_a_resumed_task() -> None:
     assert con.sql[3] == "ALTER TASK refresh_orders_agg RESUME"
     assert not any("CREATE TABLE" in s for s in con.sql), "no local history table on Snowflake"
     con.sql.clear()
-    assert warehouse.refresh(con, "snowflake", local=False) is None
+    assert warehouse.refresh(con, Warehouse.DYNAMIC) is None
     assert con.sql == ["ALTER DYNAMIC TABLE orders_aggregated REFRESH"]

@@ -12,9 +12,13 @@ from typing import Any
 import duckdb
 import pytest
 
-from service import warehouse
+from service import scheduler, warehouse
+from service.config import Names
 from service.generator import replay
 from service.metrics import Metrics
+from service.sinks.base import Warehouse
+from service.sinks.duckdb import DuckSession
+from service.sinks.null import NullSink
 
 from .conftest import cli, identity
 from .test_warehouse import load_duckdb
@@ -25,14 +29,14 @@ INTERVAL = 0.3
 def _target(path: Path | str = ":memory:") -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(path))
     load_duckdb(con, replay(identity(), 3_000))
-    warehouse.apply_ddl(con, "duckdb", local=True, names={})
+    warehouse.apply_ddl(DuckSession(con), Warehouse.LOCAL, Names())
     return con
 
 
 async def _run_for(
     seconds: float, connect: Any, metrics: Metrics, during: Sequence[tuple[float, Any]] = ()
 ) -> None:
-    task = asyncio.ensure_future(warehouse.run_schedule(connect, "duckdb", INTERVAL, metrics))
+    task = asyncio.ensure_future(scheduler.run_schedule(connect, INTERVAL, metrics))
     t0 = time.monotonic()
     for at, action in during:
         await asyncio.sleep(max(0.0, at - (time.monotonic() - t0)))
@@ -44,7 +48,7 @@ async def _run_for(
 
 
 def _runs(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
-    return con.execute(warehouse.history_sql(local=True)).fetchall()
+    return con.execute(scheduler.history_sql(local=True)).fetchall()
 
 
 def _count(metrics: Metrics, state: str) -> float:
@@ -56,9 +60,9 @@ def test_scheduler_keeps_to_the_schedule_when_refreshes_take_time() -> None:
     con = _target()
     metrics = Metrics()
 
-    def slow_connect() -> duckdb.DuckDBPyConnection:
+    def slow_connect() -> DuckSession:
         time.sleep(0.1)
-        return con.cursor()
+        return DuckSession(con.cursor())
 
     began = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     asyncio.run(_run_for(4 * INTERVAL + 0.15, slow_connect, metrics))
@@ -95,7 +99,10 @@ def test_a_failed_refresh_is_recorded_and_the_schedule_goes_on(db: Path) -> None
     # Runs at 0.3 (ok), 0.6 and 0.9 (raw_orders missing), 1.2 (ok again).
     asyncio.run(
         _run_for(
-            4 * INTERVAL + 0.15, con.cursor, metrics, during=[(0.45, break_it), (1.05, mend_it)]
+            4 * INTERVAL + 0.15,
+            lambda: DuckSession(con.cursor()),
+            metrics,
+            during=[(0.45, break_it), (1.05, mend_it)],
         )
     )
     runs = _runs(con)
@@ -120,12 +127,12 @@ def test_cancelling_waits_for_the_refresh_in_flight() -> None:
     """Cancelled mid-refresh, the scheduler lets the run finish and record before it goes."""
     con = _target()
 
-    def slow_connect() -> duckdb.DuckDBPyConnection:
+    def slow_connect() -> DuckSession:
         time.sleep(0.4)
-        return con.cursor()
+        return DuckSession(con.cursor())
 
     async def main() -> None:
-        task = asyncio.ensure_future(warehouse.run_schedule(slow_connect, "duckdb", 0.1, None))
+        task = asyncio.ensure_future(scheduler.run_schedule(slow_connect, 0.1, None))
         await asyncio.sleep(0.25)  # the first run is in its 0.4 s connect
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -138,11 +145,11 @@ def test_cancelling_waits_for_the_refresh_in_flight() -> None:
 def test_schedule_leaves_snowflake_to_its_task() -> None:
     """Where the warehouse is real (Snowflake), schedule returns at once: the task refreshes."""
 
-    class Remote:
+    class Remote(NullSink):
         name = "snowflake"
-        local_warehouse = False
+        warehouse = Warehouse.DYNAMIC
 
         def connect_sql(self) -> Any:
             raise AssertionError("no connection is needed")
 
-    asyncio.run(asyncio.wait_for(warehouse.schedule(Remote(), 0.01, Metrics()), 1.0))
+    asyncio.run(asyncio.wait_for(scheduler.schedule(Remote(), 0.01, Metrics()), 1.0))

@@ -23,7 +23,7 @@ def make_sink(config: Config) -> Sink:
             memory_mb=s.duckdb_memory_mb,
         )
     if target == "snowflake":
-        from .snowflake import SnowflakeSink
+        from .snowflake.sink import SnowflakeSink
 
         return SnowflakeSink(config)
     if target == "emulator":

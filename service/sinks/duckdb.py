@@ -3,36 +3,35 @@
 Each batch is one transaction on the worker's own cursor, from one Arrow table
 of its net rows: one ``DELETE ... IN (SELECT ...)`` of the orders it updates or
 deletes, one ``INSERT ... SELECT`` of the new images (inserts and updates), and
-one ``UPDATE`` of its partitions' checkpoint rows. Tables come from ``sql/``,
+the checkpoint UPDATE of :mod:`service.checkpoint`. Tables come from ``sql/``,
 translated from Snowflake's dialect.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import json
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import sqlfiles
-from ..events import (
-    ORDER_DIGITS,
-    STATUSES,
-    Batch,
-    Changes,
-    Op,
-    customer_id,
-    order_prefix,
-    product_id,
+from .. import checkpoint, clock, logs, sqlfiles
+from ..config import Names
+from ..events import ORDER_DIGITS, STATUSES, Batch, Changes, Op, customer_id, product_id
+from .base import (
+    Claim,
+    Dialect,
+    SinkError,
+    StoredStream,
+    TargetConfigError,
+    Warehouse,
+    transaction,
 )
-from .base import SinkError, StoredStream, TargetConfigError
 
 _AMOUNT = pa.decimal128(12, 2)
 _SCHEMA = pa.schema(
@@ -57,15 +56,8 @@ FROM cdc_batch WHERE op <> 3
 #: recent end of the table is scanned, however long the table grows.
 _GONE = """
 DELETE FROM raw_orders
-WHERE order_id BETWEEN $low AND $high
+WHERE order_id BETWEEN ? AND ?
   AND order_id IN (SELECT order_id FROM cdc_batch WHERE op <> 1)
-"""
-# The shard's checkpoint rows exist from the start (``save_stream``), so a
-# batch only updates its partitions' rows: a join against a few hundred rows.
-_CHECKPOINT = """
-UPDATE cdc_checkpoints SET last_seq = c.last_seq, updated_at = $now
-FROM (SELECT unnest($partitions) AS partition_id, unnest($seqs) AS last_seq) AS c
-WHERE cdc_checkpoints.shard = $shard AND cdc_checkpoints.partition_id = c.partition_id
 """
 #: WAL size that triggers a checkpoint. DuckDB's default (16 MB) checkpoints
 #: every few batches, which doubled the cost of a commit; the WAL is replayed
@@ -159,12 +151,41 @@ def batch_table(rows: Changes) -> pa.Table:
     )
 
 
+class DuckSession:
+    """A DuckDB connection (or cursor) as a :class:`SqlSession`."""
+
+    dialect: Dialect = "duckdb"
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> duckdb.DuckDBPyConnection:
+        # A DuckDB connection executes itself: its cursor() would be another session.
+        return self.con.execute(sql, list(params)) if params else self.con.execute(sql)
+
+    def changed(self, sql: str, params: Sequence[Any] = ()) -> int:
+        row = self.execute(sql, params).fetchone()
+        return int(row[0]) if row else 0
+
+    def begin(self) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+
+    def commit(self) -> None:
+        self.con.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.con.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.con.close()
+
+
 class DuckDBWriter:
     retries = 0  # a local file: nothing is retried
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, shard: str, memory_mb: int = 0) -> None:
-        self._con = con
-        self._shard = shard
+    def __init__(self, con: duckdb.DuckDBPyConnection, claim: Claim, memory_mb: int = 0) -> None:
+        self._session = DuckSession(con)
+        self._claim = claim
         self._memory_mb = memory_mb
 
     def apply(self, batch: Batch) -> None:
@@ -176,61 +197,48 @@ class DuckDBWriter:
             if _out_of_memory(exc):
                 raise SinkError(
                     f"DuckDB ran out of its {self._memory_mb} MB memory limit "
-                    f"(CDC_DUCKDB_MEMORY_MB raises it): {str(exc).splitlines()[0]}"
+                    f"(CDC_DUCKDB_MEMORY_MB raises it): {logs.one_line(exc)}"
                 ) from None
             raise
 
     def _apply(self, batch: Batch) -> None:
-        con, rows = self._con, batch.rows
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        session, rows, claim = self._session, batch.rows, self._claim
         sizes = batch.sizes()
         table = batch_table(rows)
         gone = table.column("order_id").filter(pa.array(rows.op != Op.INSERT))
-        con.register("cdc_batch", table)
+        session.con.register("cdc_batch", table)
         try:
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(session):
                 if len(gone):
                     # The range of the ids as text (an 11-digit number sorts below a
                     # 10-digit one): the bounds of the strings, not of the numbers.
                     bounds = pc.min_max(gone)
-                    low, high = bounds["min"].as_py(), bounds["max"].as_py()
-                    con.execute(_GONE, {"low": low, "high": high})
+                    session.execute(_GONE, [bounds["min"].as_py(), bounds["max"].as_py()])
                 if sizes[Op.INSERT] or sizes[Op.UPDATE]:
-                    con.execute(_ROWS)
-                ckpt = batch.checkpoints
-                con.execute(
-                    _CHECKPOINT,
-                    {
-                        "partitions": list(ckpt),
-                        "seqs": list(ckpt.values()),
-                        "now": now,
-                        "shard": self._shard,
-                    },
+                    session.execute(_ROWS)
+                sql, params = checkpoint.advance(
+                    claim.shard, claim.epoch, batch.checkpoints, clock.utc_now()
                 )
-                con.execute("COMMIT")
-            except BaseException:
-                # If the transaction is already gone, the error being raised says why.
-                with contextlib.suppress(duckdb.Error):
-                    con.execute("ROLLBACK")
-                raise
+                changed = session.changed(sql, params)
+                checkpoint.advanced(
+                    session, claim.shard, claim.epoch, changed, len(batch.checkpoints)
+                )
         finally:
             # Never in place of the error that is being raised (a cursor whose
             # ROLLBACK failed refuses even this).
             with contextlib.suppress(duckdb.Error):
-                con.unregister("cdc_batch")
+                session.con.unregister("cdc_batch")
 
     def close(self) -> None:
-        self._con.close()
+        self._session.close()
 
 
 class DuckDBSink:
     """A DuckDB file. One process at a time (DuckDB locks the file)."""
 
     name = "duckdb"
-    dialect = "duckdb"
-    local_warehouse = True
-    names: dict[str, str] = {}  # noqa: RUF012 (read-only)
+    warehouse = Warehouse.LOCAL
+    names = Names()
 
     def __init__(
         self,
@@ -247,6 +255,7 @@ class DuckDBSink:
         self.memory_mb = memory_mb or memory_limit_mb(workers)
         self._setting = setting
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._claim: Claim | None = None
         self._lock = threading.Lock()
 
     def open(self) -> None:
@@ -262,25 +271,18 @@ class DuckDBSink:
         try:
             self._con = duckdb.connect(str(path))
         except duckdb.IOException as exc:
-            text = str(exc)
+            text = logs.one_line(exc)
             if "lock" in text.lower():
-                raise SinkError(
-                    f"{path} is in use by another process ({text.splitlines()[0]})"
-                ) from None
-            raise TargetConfigError(
-                self._setting, f"cannot open {path}: {text.splitlines()[0]}"
-            ) from None
+                raise SinkError(f"{path} is in use by another process ({text})") from None
+            raise TargetConfigError(self._setting, f"cannot open {path}: {text}") from None
         except duckdb.Error as exc:
             raise TargetConfigError(
-                self._setting, f"cannot open {path}: {str(exc).splitlines()[0]}"
+                self._setting, f"cannot open {path}: {logs.one_line(exc)}"
             ) from None
-        # Arrow's default pool (mimalloc) kept ~30 MB more resident than the
-        # system allocator for the same batches (peak RSS 280 vs 250 MB, 1M events).
-        pa.set_memory_pool(pa.system_memory_pool())
         self._con.execute("SET TimeZone = 'UTC'")
         self._con.execute(f"SET checkpoint_threshold = '{_CHECKPOINT_THRESHOLD}'")
         self._con.execute(f"SET memory_limit = '{int(self.memory_mb)}MB'")
-        for stmt in sqlfiles.statements("00", {}, dialect="duckdb"):
+        for stmt in sqlfiles.statements("00", self.names, dialect="duckdb"):
             self._con.execute(stmt)
 
     @property
@@ -290,47 +292,30 @@ class DuckDBSink:
         return self._con
 
     def load_stream(self) -> StoredStream:
-        shard = self.shard
-        row = self.con.execute(
-            "SELECT identity FROM cdc_streams WHERE shard = ?", [shard]
-        ).fetchone()
-        ckpts = self.con.execute(
-            "SELECT partition_id, last_seq FROM cdc_checkpoints WHERE shard = ?", [shard]
-        ).fetchall()
-        return StoredStream(row[0] if row else None, {int(p): int(s) for p, s in ckpts})
+        return checkpoint.load(DuckSession(self.con), self.shard)
 
-    def save_stream(self, identity: str, reset: bool) -> None:
-        con, shard = self.con, self.shard
-        partitions = int(json.loads(identity)["partitions"])
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        con.execute("BEGIN TRANSACTION")
-        if reset:
-            con.execute(
-                "DELETE FROM raw_orders WHERE starts_with(order_id, ?)", [order_prefix(shard)]
+    def claim_stream(self, identity: str, partitions: int, reset: bool) -> Claim:
+        with transaction(DuckSession(self.con)) as session:
+            self._claim = checkpoint.claim(
+                session, self.shard, identity, partitions, reset, checkpoint.this_writer()
             )
-            con.execute("DELETE FROM cdc_checkpoints WHERE shard = ?", [shard])
-            con.execute("DELETE FROM cdc_streams WHERE shard = ?", [shard])
-        con.execute(
-            "INSERT INTO cdc_streams (shard, identity, created_at) SELECT ?, ?, ? "
-            "WHERE NOT EXISTS (SELECT 1 FROM cdc_streams WHERE shard = ?)",
-            [shard, identity, now, shard],
-        )
-        con.execute(
-            "INSERT INTO cdc_checkpoints (shard, partition_id, last_seq, updated_at) "
-            "SELECT ?, p, 0, ? FROM range(?) AS t(p) WHERE p NOT IN "
-            "(SELECT partition_id FROM cdc_checkpoints WHERE shard = ?)",
-            [shard, now, partitions, shard],
-        )
-        con.execute("COMMIT")
+        return self._claim
+
+    @property
+    def claim(self) -> Claim:
+        """This process's claim on the shard (writers commit only while it holds)."""
+        if self._claim is None:
+            raise SinkError("the DuckDB sink has no claim on its shard: claim_stream first")
+        return self._claim
 
     def writer(self, worker: int) -> DuckDBWriter:
         # A cursor is a connection of its own to the same database: one per worker thread.
         with self._lock:
-            return DuckDBWriter(self.con.cursor(), self.shard, self.memory_mb)
+            return DuckDBWriter(self.con.cursor(), self.claim, self.memory_mb)
 
-    def connect_sql(self) -> duckdb.DuckDBPyConnection:
+    def connect_sql(self) -> DuckSession:
         with self._lock:
-            return self.con.cursor()
+            return DuckSession(self.con.cursor())
 
     def close(self) -> None:
         if self._con is not None:

@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from .. import logs
-from .base import TargetConfigError
-from .snowflake import ConnectionSpec, RetryPolicy, SnowflakeSink
-from .snowflake_sql import MAX_LIST
+from ..config import DEFAULT_DATABASE, DEFAULT_SCHEMA, DEFAULT_WAREHOUSE, ConnectionSpec
+from ..retry import RetryPolicy
+from .base import TargetConfigError, Warehouse
+from .snowflake.sink import SnowflakeSink
+from .snowflake.sql import MAX_LIST
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -115,9 +117,9 @@ class Emulator:
 
     def spec(
         self,
-        database: str = "ECOMM",
-        schema: str = "PUBLIC",
-        warehouse: str | None = "COMPUTE_WH",
+        database: str = DEFAULT_DATABASE,
+        schema: str = DEFAULT_SCHEMA,
+        warehouse: str | None = DEFAULT_WAREHOUSE,
         network_timeout: float = 10.0,
     ) -> ConnectionSpec:
         """How the sink (or anyone) connects to this server."""
@@ -141,7 +143,7 @@ class EmulatorSink(SnowflakeSink):
     """The Snowflake sink against an in-process emulator it starts and stops."""
 
     name = "emulator"
-    local_warehouse = True  # no dynamic tables or tasks: the service refreshes the layers itself
+    warehouse = Warehouse.LOCAL  # no dynamic tables or tasks: the service refreshes the layers
 
     def __init__(
         self,

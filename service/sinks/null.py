@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from ..config import Names
 from ..events import Batch
-from .base import StoredStream, Writer
+from .base import Claim, SinkError, SqlSession, StoredStream, Warehouse, Writer
 
 
 class NullWriter:
@@ -12,20 +13,14 @@ class NullWriter:
     def apply(self, batch: Batch) -> None:
         pass
 
-    def connect_sql(self) -> object:
-        from .base import SinkError
-
-        raise SinkError("the null target holds no data")
-
     def close(self) -> None:
         pass
 
 
 class NullSink:
     name = "null"
-    dialect = "duckdb"
-    local_warehouse = True
-    names: dict[str, str] = {}  # noqa: RUF012 (read-only)
+    warehouse = Warehouse.NONE
+    names = Names()
 
     def __init__(self, shard: str = "0") -> None:
         self.shard = shard
@@ -36,15 +31,13 @@ class NullSink:
     def load_stream(self) -> StoredStream:
         return StoredStream(None, {})
 
-    def save_stream(self, identity: str, reset: bool) -> None:
-        pass
+    def claim_stream(self, identity: str, partitions: int, reset: bool) -> Claim:
+        return Claim(self.shard, 1, {}, None)
 
     def writer(self, worker: int) -> Writer:
         return NullWriter()
 
-    def connect_sql(self) -> object:
-        from .base import SinkError
-
+    def connect_sql(self) -> SqlSession:
         raise SinkError("the null target holds no data")
 
     def close(self) -> None:

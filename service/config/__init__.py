@@ -15,30 +15,40 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+from .snowflake import (
+    DEFAULT_DATABASE,
+    DEFAULT_SCHEMA,
+    DEFAULT_WAREHOUSE,
+    IDENTIFIER,
+    ConnectionSpec,
+    Names,
+    SnowflakeSettings,
+    identifier,
 )
+
+__all__ = [
+    "DEFAULT_DATABASE",
+    "DEFAULT_SCHEMA",
+    "DEFAULT_WAREHOUSE",
+    "IDENTIFIER",
+    "TARGETS",
+    "Config",
+    "ConfigError",
+    "ConnectionSpec",
+    "Names",
+    "Settings",
+    "SnowflakeSettings",
+    "identifier",
+    "load",
+]
 
 Target = Literal["duckdb", "snowflake", "emulator", "null"]
 TARGETS: tuple[str, ...] = ("duckdb", "snowflake", "emulator", "null")
 
-#: An unquoted Snowflake identifier (what we accept for names from configuration).
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$")
 SHARD = re.compile(r"^[A-Za-z0-9_]{1,16}$")
-
-
-class ConfigError(Exception):
-    """A setting is invalid. ``setting`` is the flag or variable to blame."""
-
-    def __init__(self, setting: str, message: str) -> None:
-        super().__init__(f"{setting}: {message}")
-        self.setting = setting
-        self.message = message
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -131,40 +141,6 @@ class Settings(BaseModel):
         return v
 
 
-class SnowflakeSettings(BaseModel):
-    """The connector's usual variables (``SNOWFLAKE_*``)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
-
-    account: str | None = None
-    user: str | None = None
-    password: SecretStr | None = None
-    private_key_file: Path | None = None
-    private_key_file_pwd: SecretStr | None = None
-    authenticator: str | None = None
-    role: str | None = None
-    warehouse: str | None = "COMPUTE_WH"
-    database: str = "ECOMM"
-    schema_: str = Field("PUBLIC", alias="SNOWFLAKE_SCHEMA")
-    host: str | None = None
-    port: int | None = Field(None, ge=1, le=65535)
-    protocol: Literal["https", "http"] | None = None
-    login_timeout: float = Field(60.0, gt=0, le=3600)
-    network_timeout: float = Field(120.0, gt=0, le=3600)
-
-    @field_validator("role", "warehouse", "database", "schema_")
-    @classmethod
-    def _identifier(cls, v: str | None) -> str | None:
-        if v is not None and not IDENTIFIER.match(v):
-            raise ValueError(f"{v!r} is not a valid Snowflake identifier")
-        return v
-
-    @property
-    def configured(self) -> bool:
-        """Credentials enough to try a sign-in."""
-        return bool(self.account and self.user)
-
-
 class Config(BaseModel):
     """What a command runs with: the service settings and the Snowflake ones."""
 
@@ -181,6 +157,11 @@ class Config(BaseModel):
     def name_of(self, field: str) -> str:
         """How the user set ``field``: ``--duckdb-path`` or ``CDC_DUCKDB_PATH``."""
         return _setting_name(field, dict.fromkeys(self.flags), "CDC_")
+
+    def snowflake_spec(self) -> ConnectionSpec:
+        """How to connect to Snowflake (``--credentials`` / ``--connection`` over the variables)."""
+        s = self.settings
+        return self.snowflake.spec(s.credentials, s.connection)
 
     @property
     def target(self) -> str:

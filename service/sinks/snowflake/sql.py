@@ -17,7 +17,9 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
-from ..events import (
+from ... import clock
+from ...checkpoint import advance
+from ...events import (
     COLUMNS,
     CUSTOMER_DIGITS,
     ORDER_DIGITS,
@@ -27,15 +29,14 @@ from ..events import (
     Changes,
     Event,
     Op,
-    order_prefix,
 )
+from ..base import Claim
 
 #: Snowflake's limit on the expressions of one list (``IN (...)``, a ``VALUES`` list).
 MAX_LIST = 16_384
 #: Snowflake rejects statement text over 1 MB; stay clear of it.
 MAX_TEXT = 900_000
 
-_EPOCH = dt.datetime(1970, 1, 1)
 _ROW = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
 _COLS = ", ".join(COLUMNS)
 
@@ -53,27 +54,24 @@ _UPDATE = (
     "FROM (VALUES {rows}) AS v ({cols}) WHERE raw_orders.order_id = v.order_id"
 )
 _DELETE = "DELETE FROM raw_orders WHERE order_id IN ({ids})"
-_CHECKPOINT = (
-    "MERGE INTO cdc_checkpoints AS t USING ("
-    "SELECT column1 AS shard, column2 AS partition_id, column3 AS last_seq, "
-    "column4 AS updated_at FROM VALUES {rows}) AS s "
-    "ON t.shard = s.shard AND t.partition_id = s.partition_id "
-    "WHEN MATCHED THEN UPDATE SET last_seq = s.last_seq, updated_at = s.updated_at "
-    "WHEN NOT MATCHED THEN INSERT (shard, partition_id, last_seq, updated_at) "
-    "VALUES (s.shard, s.partition_id, s.last_seq, s.updated_at)"
-)
-READ_CHECKPOINT = "SELECT last_seq FROM cdc_checkpoints WHERE shard = %s AND partition_id = %s"
-READ_CHECKPOINTS = "SELECT partition_id, last_seq FROM cdc_checkpoints WHERE shard = %s"
-READ_IDENTITY = "SELECT identity FROM cdc_streams WHERE shard = %s"
-
 T = TypeVar("T")
+
+
+def pyformat(sql: str) -> str:
+    """A statement written with ``?`` placeholders, for the connector's pyformat binding.
+
+    (Its qmark binding is server-side, which the emulator mishandles.) A literal
+    ``%`` is doubled, as pyformat requires.
+    """
+    return sql.replace("%", "%%").replace("?", "%s")
 
 
 class Statement(NamedTuple):
     """One round trip. ``many``: ``params`` is a sequence of rows for ``executemany``.
 
     ``replayable``: running it twice in a transaction does what running it once
-    does (UPDATE to an after-image, DELETE, MERGE). An INSERT is not.
+    does (UPDATE to an after-image, DELETE). An INSERT is not, nor is the
+    checkpoint's compare-and-set.
     """
 
     sql: str
@@ -91,7 +89,7 @@ def row(ev: Event) -> tuple[Any, ...]:
     return (
         ev.order_id,
         ev.customer_id,
-        _EPOCH + dt.timedelta(seconds=ev.order_ts),  # type: ignore[arg-type]
+        clock.from_epoch(ev.order_ts),  # type: ignore[arg-type]
         ev.status,
         Decimal(ev.amount_cents).scaleb(-2),  # type: ignore[arg-type]
         ev.product_id,
@@ -99,23 +97,16 @@ def row(ev: Event) -> tuple[Any, ...]:
     )
 
 
-def _row_text(ev: Event) -> int:
-    """An upper bound on the rendered length of an event's row.
+#: The rendered length of a row beyond its four strings: each of the 7 values
+#: quoted (2) and separated (2), the datetime (19 to 26 characters), the amount
+#: (up to 24) and the quantity (up to 12), and the row's brackets and comma (4).
+_ROW_FIXED = 26 + 24 + 12 + 7 * 4 + 4
 
-    Strings are quoted (2) and separated (2); the datetime renders as 19 to 26
-    characters, the amount and quantity as their digits.
-    """
-    return (
-        len(ev.order_id)
-        + len(ev.customer_id or "")
-        + len(ev.status or "")
-        + len(ev.product_id or "")
-        + 26
-        + 24
-        + 12
-        + 7 * 4
-        + 4
-    )
+
+def _row_text(ev: Event) -> int:
+    """An upper bound on the rendered length of an event's row (:func:`row_sizes` for columns)."""
+    strings = (ev.order_id, ev.customer_id or "", ev.status or "", ev.product_id or "")
+    return sum(map(len, strings)) + _ROW_FIXED
 
 
 def chunk_bounds(
@@ -168,21 +159,26 @@ def deletes(order_ids: Sequence[str], max_rows: int = MAX_LIST) -> list[Statemen
     ]
 
 
-def checkpoint(shard: str, checkpoints: dict[int, int], now: dt.datetime) -> Statement:
-    """One MERGE of every partition's checkpoint (a batch touches at most a few thousand)."""
-    items = sorted(checkpoints.items())
-    rows = ", ".join(["(%s, %s, %s, %s)"] * len(items))
-    params = [v for p, seq in items for v in (shard, p, seq, now)]
-    return Statement(_CHECKPOINT.format(rows=rows), params)
+def checkpoint(claim: Claim, checkpoints: dict[int, int], now: dt.datetime) -> Statement:
+    """The batch's checkpoint UPDATE (:func:`service.checkpoint.advance`), for the connector.
+
+    Not replayable: its row count is the compare-and-set's verdict, and a copy the
+    connector re-sent after a lost reply would find nothing left to move.
+    """
+    sql, params = advance(claim.shard, claim.epoch, checkpoints, now)
+    return Statement(pyformat(sql), params, replayable=False)
 
 
-def plan(batch: Batch, shard: str, now: dt.datetime, max_rows: int = MAX_LIST) -> list[Statement]:
-    """Every statement of a batch's transaction, in order (COMMIT is the caller's)."""
+def plan(batch: Batch, claim: Claim, now: dt.datetime, max_rows: int = MAX_LIST) -> list[Statement]:
+    """Every statement of a batch's transaction, in order (COMMIT is the caller's).
+
+    The checkpoint UPDATE is last, and must change one row per partition.
+    """
     return [
         *inserts(batch.inserts, max_rows),
         *updates(batch.updates, max_rows),
         *deletes(batch.deletes, max_rows),
-        checkpoint(shard, batch.checkpoints, now),
+        checkpoint(claim, batch.checkpoints, now),
     ]
 
 
@@ -197,7 +193,7 @@ def round_trips(batch: Batch, max_rows: int = MAX_LIST) -> int:
         len(chunk_bounds(row_sizes(ins), max_rows, MAX_TEXT - len(INSERT)))
         + len(chunk_bounds(row_sizes(upd), max_rows, MAX_TEXT - len(_UPDATE)))
         + len(chunk_bounds(_id_sizes(dels) + 4, max_rows, MAX_TEXT - len(_DELETE)))
-        + 2  # the checkpoint MERGE and the COMMIT
+        + 2  # the checkpoint UPDATE and the COMMIT
     )
 
 
@@ -222,32 +218,12 @@ def row_sizes(rows: Changes) -> np.ndarray:
     """``_row_text`` of every row, from the columns."""
     sizes: np.ndarray = (
         _id_sizes(rows)
-        + 5 + _digits(rows.customer + 1, CUSTOMER_DIGITS)
+        + len("CUST-") + _digits(rows.customer + 1, CUSTOMER_DIGITS)
         + _STATUS_LEN[rows.status]
-        + 5 + _digits(rows.product + 1, PRODUCT_DIGITS)
-        + 26 + 24 + 12 + 7 * 4 + 4
+        + len("PROD-") + _digits(rows.product + 1, PRODUCT_DIGITS)
+        + _ROW_FIXED
     )  # fmt: skip
     return sizes
-
-
-def reset_shard(shard: str) -> list[Statement]:
-    """Drop a shard's rows, checkpoints and stream record."""
-    return [
-        Statement("DELETE FROM raw_orders WHERE STARTSWITH(order_id, %s)", [order_prefix(shard)]),
-        Statement("DELETE FROM cdc_checkpoints WHERE shard = %s", [shard]),
-        Statement("DELETE FROM cdc_streams WHERE shard = %s", [shard]),
-    ]
-
-
-def save_identity(shard: str, identity: str, now: dt.datetime) -> Statement:
-    """Record the shard's stream unless it is recorded already."""
-    return Statement(
-        "MERGE INTO cdc_streams AS t USING (SELECT column1 AS shard, column2 AS identity, "
-        "column3 AS created_at FROM VALUES (%s, %s, %s)) AS s ON t.shard = s.shard "
-        "WHEN NOT MATCHED THEN INSERT (shard, identity, created_at) "
-        "VALUES (s.shard, s.identity, s.created_at)",
-        [shard, identity, now],
-    )
 
 
 def use_schema(database: str, schema: str) -> list[str]:

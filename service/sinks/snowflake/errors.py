@@ -20,7 +20,8 @@ import socket
 
 from snowflake.connector import errors as sf
 
-from .base import SinkError
+from ... import logs
+from ..base import SinkError
 
 
 class Kind(enum.Enum):
@@ -144,19 +145,8 @@ def is_auth(exc: BaseException) -> bool:
     return isinstance(exc, sf.Error) and (exc.errno in _AUTH or exc.sqlstate in {"08004", "28000"})
 
 
-def describe(exc: BaseException) -> str:
-    """One line: the class, the Snowflake code and the first line of the message."""
-    if isinstance(exc, sf.Error):
-        raw = exc.raw_msg if isinstance(exc.raw_msg, str) else (exc.msg or str(exc))
-        msg = raw.strip().splitlines()
-        first = msg[0] if msg else ""
-        code = f"{exc.errno:06d}" if exc.errno and exc.errno > 0 else "-"
-        state = f" ({exc.sqlstate})" if exc.sqlstate and exc.sqlstate != "n/a" else ""
-        text = f"{type(exc).__name__} {code}{state}: {first}"
-    else:
-        lines = str(exc).strip().splitlines()
-        text = f"{type(exc).__name__}: {lines[0] if lines else ''}"
-    return text if len(text) <= 300 else text[:297] + "..."
+#: One line: the class, the Snowflake code and the first line of the message.
+describe = logs.one_line
 
 
 def terminal(exc: BaseException, doing: str) -> SinkError:

@@ -1,0 +1,160 @@
+"""Connections to Snowflake: sign-in, sending a statement, and a session for ad-hoc SQL.
+
+Everything here talks to the real connector (``snowflake-connector-python``),
+paramstyle ``pyformat``: values are bound (rendered) by the connector, never
+formatted into SQL by us. Statements are written with ``?`` placeholders, as
+for every target, and turned into ``%s`` here (:func:`pyformat`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import snowflake.connector
+
+from ... import logs, retry
+from ...config import ConnectionSpec
+from ..base import Dialect, SinkError
+from . import errors
+from .sql import Statement, pyformat
+
+if TYPE_CHECKING:
+    from snowflake.connector import SnowflakeConnection
+    from snowflake.connector.cursor import SnowflakeCursor
+
+log = logs.get("sink")
+T = TypeVar("T")
+
+
+def retrying(policy: retry.RetryPolicy, fn: Callable[[], T], doing: str) -> T:
+    """:func:`service.retry.retrying` with the connector's errors classified."""
+    return retry.retrying(
+        policy,
+        fn,
+        doing,
+        transient=errors.is_transient,
+        describe=errors.describe,
+        terminal=errors.terminal,
+    )
+
+
+class LoginTimeout(TimeoutError):
+    """No answer to the sign-in within the login timeout."""
+
+
+class NoReply(ConnectionError):
+    """A statement sent without the connector's retries got no usable reply: outcome unknown."""
+
+
+def execute(cur: Any, st: Statement) -> None:
+    """Run one statement. One that is not replayable is sent once, never re-sent by the connector.
+
+    The connector re-sends a request whose reply was lost; for an INSERT that
+    would add the rows twice in the transaction (Snowflake does not enforce the
+    primary key). With ``_no_retry`` (the cursor's documented switch) a lost
+    reply surfaces here instead, and the writer settles it by reading back the
+    checkpoint. In that mode the connector may also swallow an HTTP error and
+    hand back an empty reply, which it then fails to parse: that is a lost
+    reply too.
+    """
+    run = cur.executemany if st.many else cur.execute
+    sql = st.sql
+    if st.replayable:
+        run(sql, st.params)
+        return
+    try:
+        run(sql, st.params, _no_retry=True)
+    except (KeyError, TypeError) as exc:
+        raise NoReply(f"no usable reply to {st.verb} ({type(exc).__name__}: {exc})") from None
+
+
+def open_connection(spec: ConnectionSpec, *, autocommit: bool, tag: str) -> SnowflakeConnection:
+    """Sign in, giving up after ``spec.login_timeout`` seconds whatever the network does.
+
+    The connector bounds its own login retries by the login timeout, but a
+    single request can hang past it (a black-holed address): the sign-in runs
+    on a daemon thread, and a late success is closed.
+    """
+    box: dict[str, Any] = {}
+    done, abandoned = threading.Event(), threading.Event()
+    kwargs = spec.kwargs(autocommit, tag)
+
+    def login() -> None:
+        try:
+            conn = snowflake.connector.connect(**kwargs)
+        except BaseException as exc:
+            box["error"] = exc
+        else:
+            box["conn"] = conn
+            if abandoned.is_set():
+                close_quietly(conn)
+        finally:
+            done.set()
+
+    threading.Thread(target=login, name=f"snowflake-login-{tag}", daemon=True).start()
+    if not done.wait(spec.login_timeout):
+        abandoned.set()
+        if "conn" in box:
+            close_quietly(box["conn"])
+        raise LoginTimeout(f"no answer from {spec.where} within {spec.login_timeout:g} s")
+    if "error" in box:
+        raise box["error"]
+    conn: SnowflakeConnection = box["conn"]
+    return conn
+
+
+def close_quietly(conn: Any) -> None:
+    try:
+        conn.close(retry=False)
+    except Exception as exc:  # a broken connection cannot say goodbye; the server times it out
+        log.debug("sink.close_failed", error=logs.one_line(exc))
+
+
+def signin_error(spec: ConnectionSpec, exc: BaseException) -> SinkError:
+    if isinstance(exc, SinkError):
+        return exc
+    who = f"account {spec.account!r} as user {spec.user!r} at {spec.where}"
+    if errors.is_auth(exc):
+        return errors.terminal(exc, f"sign-in refused for {who}")
+    if isinstance(exc, LoginTimeout) or errors.is_transient(exc):
+        return SinkError(
+            f"cannot reach Snowflake {who} within the login timeout "
+            f"({spec.login_timeout:g} s, SNOWFLAKE_LOGIN_TIMEOUT): {logs.one_line(exc)}"
+        )
+    return errors.terminal(exc, f"cannot sign in to {who}")
+
+
+class SnowSession:
+    """A Snowflake connection as a :class:`SqlSession` (``?`` placeholders, pyformat)."""
+
+    dialect: Dialect = "snowflake"
+
+    def __init__(self, conn: SnowflakeConnection, *, autocommit: bool) -> None:
+        self.conn = conn
+        self._autocommit = autocommit
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> SnowflakeCursor:
+        cur = self.conn.cursor()
+        if params:
+            cur.execute(pyformat(sql), list(params))
+        else:
+            cur.execute(sql)
+        return cur
+
+    def changed(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return int(self.execute(sql, params).rowcount or 0)
+
+    def begin(self) -> None:
+        if self._autocommit:  # with autocommit off a transaction is always open
+            self.execute("BEGIN")
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def rollback(self) -> None:
+        self.conn.rollback()
+
+    def close(self) -> None:
+        close_quietly(self.conn)

@@ -1,0 +1,161 @@
+"""The Snowflake sink: a control connection for set-up and the stream's state, a writer per worker.
+
+Every remote step goes through the retry policy (:mod:`service.retry`) with
+the connector's errors classified once (:mod:`.errors`); a connection that
+broke is reopened before the next attempt.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import snowflake.connector
+
+from ... import checkpoint, logs, sqlfiles
+from ...config import Config, ConnectionSpec
+from ...retry import RetryPolicy
+from ..base import Claim, SinkError, StoredStream, Warehouse
+from . import errors
+from . import sql as q
+from .connection import SnowSession, close_quietly, open_connection, retrying, signin_error
+from .writer import SnowflakeWriter
+
+if TYPE_CHECKING:
+    from snowflake.connector import SnowflakeConnection
+
+log = logs.get("sink")
+T = TypeVar("T")
+
+
+class SnowflakeSink:
+    """Snowflake (or anything that speaks its HTTP API), through the real connector."""
+
+    name = "snowflake"
+    warehouse = Warehouse.DYNAMIC
+
+    def __init__(
+        self, config: Config, *, policy: RetryPolicy | None = None, chunk_rows: int = q.MAX_LIST
+    ) -> None:
+        self._config = config
+        self.shard = config.settings.shard
+        self.names = config.snowflake.names
+        self.policy = policy or RetryPolicy()
+        self.chunk_rows = chunk_rows
+        self._spec: ConnectionSpec | None = None
+        self._conn: SnowflakeConnection | None = None
+        self._claim: Claim | None = None
+        self._lock = threading.Lock()
+
+    # -- set-up ------------------------------------------------------------------
+
+    def make_spec(self) -> ConnectionSpec:
+        return self._config.snowflake_spec()
+
+    @property
+    def spec(self) -> ConnectionSpec:
+        if self._spec is None:
+            raise SinkError(f"the {self.name} sink is not open")
+        return self._spec
+
+    def open(self) -> None:
+        spec = self._spec = self.make_spec()
+        self.names = spec.names
+        try:
+            self._conn = open_connection(spec, autocommit=False, tag="control")
+        except Exception as exc:
+            raise signin_error(spec, exc) from None
+        log.info(
+            "sink.connected",
+            target=self.name,
+            where=spec.where,
+            account=spec.account,
+            user=spec.user,
+            database=spec.database,
+            schema=spec.schema,
+            warehouse=spec.warehouse,
+            auth="key-pair" if spec.private_key else "password",
+        )
+        self._control(self._prepare, "cannot create the tables")
+
+    def _prepare(self, session: SnowSession) -> None:
+        db, schema = self.spec.database, self.spec.schema
+        try:
+            session.execute(f"USE SCHEMA {db}.{schema}")
+        except snowflake.connector.errors.ProgrammingError:
+            for sql in q.use_schema(db, schema):  # first run on a fresh account
+                session.execute(sql)
+        for sql in sqlfiles.statements("00", self.names, dialect="snowflake"):
+            session.execute(sql)
+
+    def _control(self, fn: Callable[[SnowSession], T], doing: str) -> T:
+        """``fn(session)`` as one transaction on the control connection, reopened if it broke."""
+
+        def once() -> T:
+            with self._lock:
+                if self._conn is None:
+                    self._conn = open_connection(self.spec, autocommit=False, tag="control")
+                conn = self._conn
+                try:
+                    result = fn(SnowSession(conn, autocommit=False))
+                    conn.commit()
+                    return result
+                except Exception as exc:
+                    if errors.session_gone(exc):
+                        close_quietly(conn)
+                        self._conn = None
+                    else:
+                        try:
+                            conn.rollback()
+                        except Exception as again:
+                            log.debug("sink.rollback_failed", error=errors.describe(again))
+                    raise
+
+        return retrying(self.policy, once, doing)
+
+    # -- the stream ----------------------------------------------------------------
+
+    def load_stream(self) -> StoredStream:
+        return self._control(
+            lambda session: checkpoint.load(session, self.shard), "cannot read the stored stream"
+        )
+
+    def claim_stream(self, identity: str, partitions: int, reset: bool) -> Claim:
+        writer = checkpoint.this_writer()
+        self._claim = self._control(
+            lambda session: checkpoint.claim(
+                session, self.shard, identity, partitions, reset, writer
+            ),
+            "cannot record the stream",
+        )
+        return self._claim
+
+    # -- workers and ad-hoc SQL ----------------------------------------------------
+
+    def writer(self, worker: int) -> SnowflakeWriter:
+        spec, claim = self.spec, self._claim
+        if claim is None:
+            raise SinkError(f"the {self.name} sink has no claim on its shard: claim_stream first")
+        conn = retrying(
+            self.policy,
+            lambda: open_connection(spec, autocommit=False, tag=f"worker-{worker}"),
+            f"worker {worker}: cannot connect",
+        )
+        return SnowflakeWriter(
+            spec, claim, worker, policy=self.policy, chunk_rows=self.chunk_rows, conn=conn
+        )
+
+    def connect_sql(self) -> SnowSession:
+        """A new session (autocommit, UTC, the database and schema selected)."""
+        spec = self.spec
+        try:
+            return SnowSession(open_connection(spec, autocommit=True, tag="sql"), autocommit=True)
+        except Exception as exc:
+            raise signin_error(spec, exc) from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                close_quietly(self._conn)
+                self._conn = None
