@@ -3,6 +3,10 @@
 Each is ``(config, ns) -> exit code`` and prints to stdout with rich. A target
 that cannot be used raises :class:`TargetConfigError` (exit 2); a driver error
 becomes one :class:`SinkError` line (exit 1).
+
+``report``, ``tasks``, ``query`` and ``verify`` read through :mod:`service.reads`;
+while ``ecomm-cdc run`` holds the DuckDB file they ask that service instead
+(:mod:`service.remote`), and print the same.
 """
 
 from __future__ import annotations
@@ -13,42 +17,27 @@ import datetime as dt
 import sys
 import textwrap
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-import sqlglot
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from sqlglot import exp
 
-from . import logs, scheduler, sqlfiles, warehouse
+from . import discovery, logs, reads, scheduler, sqlfiles, warehouse
 from . import verify as verifying
 from .config import Config, ConfigError
+from .reads import QUERY_ROWS, read_only
+from .remote import Remote, Unavailable
 from .sinks import make_sink
-from .sinks.base import Sink, SinkError, SqlSession, TargetConfigError, Warehouse, transaction
+from .sinks.base import Sink, SinkError, SqlSession, TargetConfigError, Warehouse
 
-#: Rows ``query`` prints at most (it says so when there are more).
-QUERY_ROWS = 1000
-_WRITES = (
-    exp.Insert,
-    exp.Update,
-    exp.Delete,
-    exp.Merge,
-    exp.Create,
-    exp.Drop,
-    exp.Alter,
-    exp.Command,
-    exp.Into,
-    exp.Copy,
-    exp.TruncateTable,
-    exp.Set,
-    exp.Use,
-    exp.Transaction,
-    exp.Commit,
-    exp.Rollback,
-)
+__all__ = ["QUERY_ROWS", "read_only"]  # where they lived before reads.py (tests import them)
+
+T = TypeVar("T")
+#: Seconds a command waits for a service that is starting or stopping.
+SERVICE_WAIT = 10.0
 _MONEY = (*verifying.MONEY, *verifying.AVERAGES)
 
 
@@ -194,12 +183,80 @@ def refresh(config: Config, ns: argparse.Namespace) -> int:
     return 0
 
 
+# -- the reads: from the target itself, or from the service that holds it ----------------
+
+
+class Reader(Protocol):
+    """Where ``report``, ``tasks``, ``query`` and ``verify`` read: the target, or its service."""
+
+    name: str
+
+    def report(self) -> reads.Rows: ...
+
+    def tasks(self) -> tuple[bool, reads.Rows]: ...
+
+    def query(self, sql: str) -> reads.Rows: ...
+
+    def verify(self, shard: str) -> verifying.Report: ...
+
+
+class _Local:
+    """The target, opened by this process."""
+
+    def __init__(self, sink: Sink, session: SqlSession) -> None:
+        self.name, self._sink, self._session = sink.name, sink, session
+
+    def report(self) -> reads.Rows:
+        return reads.aggregated(self._session)
+
+    def tasks(self) -> tuple[bool, reads.Rows]:
+        local = self._sink.warehouse is Warehouse.LOCAL
+        return local, reads.tasks(self._session, local)
+
+    def query(self, sql: str) -> reads.Rows:
+        return reads.query(self._session, sql, QUERY_ROWS)
+
+    def verify(self, shard: str) -> verifying.Report:
+        # On its own the target is quiet: refresh (and commit) the layers, then check.
+        return verifying.verify(self._session, self._sink.warehouse, shard)
+
+
+def _read(config: Config, fn: Callable[[Reader], T]) -> tuple[str, T]:
+    """``fn`` on the target; while ``run`` holds the DuckDB file, on the running service.
+
+    A service that is starting or stopping is waited for (up to ``SERVICE_WAIT``
+    seconds): once it has closed the file, the file is opened here.
+    """
+    from .sinks.duckdb import FileInUse
+
+    deadline = time.monotonic() + SERVICE_WAIT
+    while True:
+        try:
+            with _target(config) as sink, _connection(sink) as session:
+                local = _Local(sink, session)
+                return local.name, fn(local)
+        except FileInUse as busy:
+            note = discovery.find(config.settings.duckdb_path)
+            if note is None:
+                raise SinkError(
+                    f"{busy}; no running ecomm-cdc service is recorded beside it "
+                    f"({discovery.note_path(config.settings.duckdb_path).name})"
+                ) from None
+            service = Remote(note, config.settings.query_timeout)
+            try:
+                result = fn(service)
+            except Unavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.25)
+                continue
+            return service.name, result
+
+
 def report(config: Config, ns: argparse.Namespace) -> int:
     """orders_aggregated, one row per month, one column per metric."""
-    with _target(config) as sink, _connection(sink) as session:
-        cur = session.execute("SELECT * FROM orders_aggregated ORDER BY order_year, order_month")
-        names = [d[0].lower() for d in cur.description]
-        rows = [tuple(r) for r in cur.fetchall()]
+    name, found = _read(config, lambda r: r.report())
+    names, rows = found.columns, found.rows
     columns = ["month", *(n for n in names if n not in ("order_year", "order_month"))]
     y, m = names.index("order_year"), names.index("order_month")
     shaped = [
@@ -213,7 +270,7 @@ def report(config: Config, ns: argparse.Namespace) -> int:
     if not shaped:
         out.print("orders_aggregated is empty: run `ecomm-cdc refresh` after `ecomm-cdc run`")
         return 0
-    title = f"orders_aggregated ({sink.name}): one row per month"
+    title = f"orders_aggregated ({name}): one row per month"
     out.print(_table(columns, shaped, title=title, money=_MONEY, wrap=12))
     out.print(
         "total_high_value_orders / total_low_value_orders are revenue (the seed's names); "
@@ -224,9 +281,8 @@ def report(config: Config, ns: argparse.Namespace) -> int:
 
 def tasks(config: Config, ns: argparse.Namespace) -> int:
     """The refresh task's runs: the local history, or Snowflake's TASK_HISTORY."""
-    with _target(config) as sink, _connection(sink) as session:
-        local = sink.warehouse is Warehouse.LOCAL
-        columns, rows = scheduler.history(session, local)
+    _, (local, found) = _read(config, lambda r: r.tasks())
+    columns, rows = found.columns, found.rows
     out = _console()
     if not rows:
         where = "while `ecomm-cdc run` runs, every CDC_REFRESH_INTERVAL seconds" if local else ""
@@ -245,9 +301,8 @@ def tasks(config: Config, ns: argparse.Namespace) -> int:
 def verify(config: Config, ns: argparse.Namespace) -> int:
     """Check the target against the replay of its stream: exit 0 when every check holds."""
     out = _console()
-    with _target(config) as sink, _connection(sink) as session:
-        result = verifying.verify(session, sink.warehouse, sink.shard)
-    table = Table(title=f"verify {sink.name}: {result.stream}", title_justify="left")
+    name, result = _read(config, lambda r: r.verify(config.settings.shard))
+    table = Table(title=f"verify {name}: {result.stream}", title_justify="left")
     for col in ("check", "result", "detail"):
         table.add_column(col, overflow="fold")
     for c in result.checks:
@@ -261,37 +316,11 @@ def verify(config: Config, ns: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-class _RolledBack(Exception):
-    """Leaves a transaction by its rollback."""
-
-
-def read_only(sql: str, dialect: str) -> str:
-    """``sql`` if it is one read-only query in ``dialect``; else a ConfigError (exit 2)."""
-    try:
-        parsed = [e for e in sqlglot.parse(sql, read=dialect) if e is not None]
-    except sqlglot.errors.SqlglotError as exc:
-        raise ConfigError("query", f"the SQL does not parse: {logs.one_line(exc)}") from None
-    if len(parsed) != 1:
-        raise ConfigError("query", f"give exactly one statement (got {len(parsed)})")
-    stmt = parsed[0]
-    write = stmt.find(*_WRITES)
-    if not isinstance(stmt, exp.Query) or write is not None:
-        kind = type(write or stmt).__name__.upper()
-        raise ConfigError("query", f"only a read-only query (SELECT, WITH, UNION) runs; got {kind}")
-    return sql
-
-
 def query(config: Config, ns: argparse.Namespace) -> int:
     """Run one read-only query and print its result (inside a transaction that is rolled back)."""
-    with _target(config) as sink, _connection(sink) as session:
-        sql = read_only(ns.sql, session.dialect)
-        with contextlib.suppress(_RolledBack), transaction(session):
-            cur = session.execute(sql)
-            columns = [d[0] for d in cur.description]
-            rows = [tuple(r) for r in cur.fetchmany(QUERY_ROWS + 1)]
-            raise _RolledBack  # a query never commits anything
+    _, found = _read(config, lambda r: r.query(ns.sql))
     out = _console()
-    out.print(_table(columns, rows[:QUERY_ROWS]))
-    more = len(rows) > QUERY_ROWS
-    out.print(f"first {QUERY_ROWS:,} rows (add a LIMIT)" if more else f"{len(rows):,} rows")
+    out.print(_table(found.columns, found.rows))
+    more = f"first {QUERY_ROWS:,} rows (add a LIMIT)"
+    out.print(more if found.more else f"{len(found.rows):,} rows")
     return 0

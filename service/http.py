@@ -6,6 +6,8 @@
 - ``/readyz`` (readiness): 200 once the target is connected and the schema
   initialised; 503 before that and while draining.
 - ``/metrics``: Prometheus text format.
+- ``/``: the dashboard (:mod:`service.dashboard`), and ``/api/...``: what it
+  and the commands read from a running service (:mod:`service.api`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import logs
+from . import api, dashboard, logs
+from .config import Settings
 from .metrics import Metrics, Stats
+from .watch import Watch
 
 log = logs.get("http")
 
@@ -41,6 +45,12 @@ class Service(Protocol):
 
     @property
     def state(self) -> Health: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def watch(self) -> Watch: ...
 
     def queue_depth(self) -> int: ...
 
@@ -81,6 +91,8 @@ def app(service: Service, stall_timeout: float) -> web.Application:
     application.router.add_get("/healthz", healthz)
     application.router.add_get("/readyz", readyz)
     application.router.add_get("/metrics", metrics)
+    dashboard.add_routes(application)
+    api.add_routes(application, service.watch, service.settings)
     return application
 
 
@@ -102,7 +114,10 @@ class HttpServer:
         if server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
         log.info(
-            "http.listening", host=self._host, port=self.port, paths="/healthz /readyz /metrics"
+            "http.listening",
+            host=self._host,
+            port=self.port,
+            paths="/ /healthz /readyz /metrics /api",
         )
 
     async def stop(self) -> None:

@@ -82,6 +82,9 @@ class Metrics:
         self.refresh_runs = Counter(
             "cdc_refresh_runs", "Refreshes of the warehouse layers", ["state"], registry=r
         )
+        #: Plain sums of the apply times, for the dashboard's per-second mean.
+        self.apply_seconds = 0.0
+        self.apply_batches = 0
         self._gen = {op: self.generated.labels(op=op.name.lower()) for op in OPS}
         self._app = {op: self.applied.labels(op=op.name.lower()) for op in OPS}
         for state in ("SUCCEEDED", "FAILED"):
@@ -101,4 +104,6 @@ class Metrics:
             self.retries.inc(retries)
         self.batch_events.observe(batch.size)
         self.batch_apply.observe(seconds)
+        self.apply_seconds += seconds
+        self.apply_batches += 1
         self.last_commit.set(time.time())

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import checkpoint, logs, scheduler, warehouse
+from . import checkpoint, discovery, logs, scheduler, warehouse
 from .checkpoint import resolve
 from .config import Config, ConfigError
 from .consumers import consume
@@ -35,6 +35,7 @@ from .queue import EventQueue
 from .router import Router
 from .sinks import make_sink
 from .sinks.base import Sink
+from .watch import Watch
 
 log = logs.get("runner")
 
@@ -76,6 +77,7 @@ class Service:
         self._on_start = on_start
         self.stop_reason: str | None = None
         self.http: HttpServer | None = None
+        self.watch = Watch(self.sink, self.settings, self.stats, self.metrics, self.queue_depth)
 
     # -- signals -------------------------------------------------------------
 
@@ -162,6 +164,7 @@ class Service:
             per_worker = max(1, s.queue_size // s.workers)
             self.queues = [EventQueue(per_worker) for _ in range(s.workers)]
             self.state.ready = True
+            await self._start_watching()
             if self._on_start is not None:
                 self._on_start(self)
             pipeline = asyncio.ensure_future(self._pipeline(stream, router))
@@ -197,7 +200,9 @@ class Service:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             self.state.ready = False
+            await self.watch.stop()  # reads end before the target closes under them
             await asyncio.to_thread(self.sink.close)
+            self.watch.forget()
             if http is not None:
                 await http.stop()
 
@@ -238,6 +243,14 @@ class Service:
             while isinstance(first, BaseExceptionGroup):
                 first = first.exceptions[0]
             raise first from None
+
+    # -- watching: the dashboard, and the commands' reads during a run -------
+
+    async def _start_watching(self) -> None:
+        """Sample for the dashboard, serve reads, and leave a note beside the DuckDB file."""
+        url = discovery.url_for(self.settings.http_host, self.http.port) if self.http else None
+        path = self.settings.duckdb_path if self.config.target == "duckdb" else None
+        await self.watch.start(url, path)
 
     def queue_depth(self) -> int:
         return sum(q.qsize() for q in self.queues)

@@ -113,6 +113,14 @@ class Settings(BaseModel):
     stall_timeout: float = Field(
         300.0, gt=0, description="seconds with events waiting and no commit before /healthz fails"
     )
+    query_api: bool = Field(
+        True,
+        description="serve ad-hoc read-only SQL on POST /api/query (the `query` command during "
+        "a run); false turns it off (the dashboard and report, tasks, verify keep working)",
+    )
+    query_timeout: float = Field(
+        10.0, gt=0, le=3600, description="seconds a query through the service may run"
+    )
     refresh_interval: float = Field(
         120.0, gt=0, description="seconds between local refreshes of the warehouse layers"
     )

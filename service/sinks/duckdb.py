@@ -151,6 +151,19 @@ def batch_table(rows: Changes) -> pa.Table:
     )
 
 
+class FileInUse(SinkError):
+    """Another process holds the file (DuckDB allows one): perhaps a running service."""
+
+
+#: No file, network or extension access from SQL: a query reads the database and
+#: nothing else (ad-hoc SQL reaches a running service's instance; see reads.py).
+_CONFIG = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
+
+
 class DuckSession:
     """A DuckDB connection (or cursor) as a :class:`SqlSession`."""
 
@@ -269,11 +282,11 @@ class DuckDBSink:
         if path.is_dir():
             raise TargetConfigError(self._setting, f"{path} is a directory, not a database file")
         try:
-            self._con = duckdb.connect(str(path))
+            self._con = duckdb.connect(str(path), config=dict(_CONFIG))
         except duckdb.IOException as exc:
             text = logs.one_line(exc)
             if "lock" in text.lower():
-                raise SinkError(f"{path} is in use by another process ({text})") from None
+                raise FileInUse(f"{path} is in use by another process ({text})") from None
             raise TargetConfigError(self._setting, f"cannot open {path}: {text}") from None
         except duckdb.Error as exc:
             raise TargetConfigError(
