@@ -15,7 +15,7 @@ function plain(v) {
   if (v === null || typeof v !== "object" || Array.isArray(v)) return v;
   const [tag, raw] = Object.entries(v)[0];
   if (tag === "$decimal" || tag === "$float") return Number(raw);
-  if (tag === "$datetime") return raw.replace("T", " ");
+  if (tag === "$datetime") return raw.replace("T", " ").slice(0, 23);  // as the CLI: to the ms
   return String(raw);
 }
 
@@ -41,7 +41,7 @@ function niceMax(v) {
 }
 
 // A line chart of series sharing one time axis (the last WINDOW_S seconds).
-function lineChart(svg, at, series, unit) {
+function lineChart(svg, at, series) {
   const W = svg.viewBox.baseVal.width, H = svg.viewBox.baseVal.height;
   const L = 56, R = 10, T = 10, B = 22;
   svg.replaceChildren();
@@ -57,7 +57,7 @@ function lineChart(svg, at, series, unit) {
   for (const f of [0, 0.5, 1]) {
     el("line", { x1: L, x2: W - R, y1: y(top * f), y2: y(top * f), class: "grid" }, svg);
     el("text", { x: L - 6, y: y(top * f) + 4, "text-anchor": "end" }, svg).textContent =
-      int.format(top * f) + (f === 1 && unit ? " " + unit : "");
+      int.format(top * f);
   }
   el("text", { x: L, y: H - 4 }, svg).textContent = "−5 min";
   el("text", { x: W - R, y: H - 4, "text-anchor": "end" }, svg).textContent = "now";
@@ -184,9 +184,9 @@ function showLive(d) {
   const s = d.series;
   lineChart($("rate-chart"), s.at, [
     { name: "insert", values: s.insert }, { name: "update", values: s.update }, { name: "delete", values: s.delete },
-  ], "ev/s");
-  lineChart($("queue-chart"), s.at, [{ name: "queue", values: s.queue }], "");
-  lineChart($("apply-chart"), s.at, [{ name: "apply", values: s.apply_ms }], "ms");
+  ]);
+  lineChart($("queue-chart"), s.at, [{ name: "queue", values: s.queue }]);
+  lineChart($("apply-chart"), s.at, [{ name: "apply", values: s.apply_ms }]);
 }
 
 function status(ok, label) {
