@@ -5,10 +5,12 @@
 const SVG = "http://www.w3.org/2000/svg";
 const MONEY = new Set(["total_revenue", "total_delivered_revenue", "total_high_value_orders",
   "total_low_value_orders", "average_order_value"]);
-const WINDOW_S = 300;
+const WINDOW_S = 300;  // the charts show the last 5 minutes (the first minute, at least)
+const MIN_WINDOW_S = 60;
 const int = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
 const money = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 const num = new Intl.NumberFormat("en-US", { maximumFractionDigits: 6 });
+const axis = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
 
 // service/wire.py's typed values, as JavaScript ones.
 function plain(v) {
@@ -40,26 +42,28 @@ function niceMax(v) {
   return 10 * p;
 }
 
-// A line chart of series sharing one time axis (the last WINDOW_S seconds).
+// A line chart of series sharing one time axis: the last WINDOW_S seconds, or since the
+// first sample, but no less than MIN_WINDOW_S.
 function lineChart(svg, at, series) {
   const W = svg.viewBox.baseVal.width, H = svg.viewBox.baseVal.height;
   const L = 56, R = 10, T = 10, B = 22;
   svg.replaceChildren();
   const now = at.length ? at[at.length - 1] : Date.now() / 1000;
-  const t0 = now - WINDOW_S;
+  const span = Math.min(WINDOW_S, Math.max(MIN_WINDOW_S, at.length ? now - at[0] : 0));
+  const t0 = now - span;
   let top = 0;
   for (const s of series) for (let i = 0; i < at.length; i++) {
     if (at[i] >= t0 && s.values[i] !== null) top = Math.max(top, s.values[i]);
   }
   top = niceMax(top);
-  const x = (t) => L + (W - L - R) * (t - t0) / WINDOW_S;
+  const x = (t) => L + (W - L - R) * (t - t0) / span;
   const y = (v) => T + (H - T - B) * (1 - v / top);
   for (const f of [0, 0.5, 1]) {
     el("line", { x1: L, x2: W - R, y1: y(top * f), y2: y(top * f), class: "grid" }, svg);
     el("text", { x: L - 6, y: y(top * f) + 4, "text-anchor": "end" }, svg).textContent =
-      int.format(top * f);
+      axis.format(top * f);
   }
-  el("text", { x: L, y: H - 4 }, svg).textContent = "−5 min";
+  el("text", { x: L, y: H - 4 }, svg).textContent = span >= 120 ? "−" + Math.round(span / 60) + " min" : "−" + Math.round(span) + " s";
   el("text", { x: W - R, y: H - 4, "text-anchor": "end" }, svg).textContent = "now";
   for (const s of series) {
     const pts = [];
