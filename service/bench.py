@@ -155,6 +155,68 @@ def seed_way(events: int, workdir: Path) -> Measured:
     return Measured("seed's way (statement + commit per event)", events, seconds, rss)
 
 
+def queried_ratio(events: int, workdir: Path, console: Console, pairs: int = 2) -> float:
+    """DuckDB throughput while a loop queries the run every second, over the same run unqueried.
+
+    Both runs serve HTTP (the dashboard's sampling runs in both); the loop asks
+    what ``ecomm-cdc query`` and ``report`` ask a running service. Runs
+    alternate, ``pairs`` of each, so a drift of the machine hits both alike.
+    """
+    import socket
+    import statistics
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    # A full scan of raw_orders, as `query` would send it; then what `report` asks.
+    scan = "SELECT status, count(*) AS orders, sum(amount) AS revenue FROM raw_orders GROUP BY 1"
+    latencies: list[float] = []
+
+    def ask(stop: threading.Event) -> None:
+        body = json.dumps({"sql": scan}).encode()
+        while not stop.wait(1.0):
+            t0 = time.perf_counter()
+            try:
+                query = urllib.request.Request(  # noqa: S310 (a local URL)
+                    base + "/api/query", body, {"Content-Type": "application/json"}
+                )
+                for req in (query, base + "/api/report"):
+                    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+                        resp.read()
+            except OSError:
+                continue  # not listening yet, or done
+            latencies.append(time.perf_counter() - t0)
+
+    plain: list[float] = []
+    queried: list[float] = []
+    for i in range(pairs):
+        flags = ("--http-port", str(port))
+        plain.append(run_pipeline(f"duckdb unqueried {i}", "duckdb", events, workdir, *flags).rate)
+        stop = threading.Event()
+        asker = threading.Thread(target=ask, args=(stop,), daemon=True)
+        asker.start()
+        try:
+            queried.append(
+                run_pipeline(f"duckdb queried {i}", "duckdb", events, workdir, *flags).rate
+            )
+        finally:
+            stop.set()
+            asker.join()
+    ratio = statistics.mean(queried) / statistics.mean(plain)
+    answered = f"{len(latencies)} rounds answered"
+    if latencies:
+        answered += f", median {statistics.median(latencies) * 1000:.0f} ms per query + report"
+    console.print(
+        f"queried every second / unqueried (DuckDB, {events:,} events, {pairs} runs each): "
+        f"[bold]{ratio:.3f}[/] ({statistics.mean(queried):,.0f} vs {statistics.mean(plain):,.0f} "
+        f"ev/s; {answered}); target: a drop under 10 % "
+        f"({'met' if ratio > 0.9 else 'NOT met'})"
+    )
+    return ratio
+
+
 def main(ns: argparse.Namespace) -> int:
     console = Console()
     workdir = Path(ns.workdir) if ns.workdir else Path(tempfile.mkdtemp(prefix="ecomm-cdc-bench-"))
@@ -186,6 +248,7 @@ def main(ns: argparse.Namespace) -> int:
         f"{max(null.peak_rss_mb, duck.peak_rss_mb):.0f} MB "
         f"({'met' if max(null.peak_rss_mb, duck.peak_rss_mb) <= 300 else 'NOT met'})"
     )
+    queried_ratio(n, workdir, console)
     if ns.rss_events:
         long = run_pipeline("duckdb, long", "duckdb", ns.rss_events, workdir)
         points = long.rss_by_events

@@ -9,7 +9,7 @@ from .conftest import cli
 
 
 def test_bench_prints_rates_ratio_and_rss(tmp_path: Path) -> None:
-    """A small bench run: every row has a rate, and the ratio and the targets are printed."""
+    """A small bench run: every row has a rate, and the ratios and the targets are printed."""
     r = cli(
         "bench",
         "--events",
@@ -29,3 +29,6 @@ def test_bench_prints_rates_ratio_and_rss(tmp_path: Path) -> None:
         assert re.search(r"\d[\d,]* +│ +[\d.]+ +│ +[\d,]+ +│ +\d+", row), row
     assert re.search(r"seed's way: \d[\d,]*x", out)
     assert "peak RSS <= 300 MB" in out
+    assert re.search(
+        r"queried every second / unqueried \(DuckDB, 20,000 events, 2 runs each\): [\d.]+", out
+    )
