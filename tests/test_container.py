@@ -263,7 +263,8 @@ print(json.dumps({
 
 
 def test_service_ready_metrics_and_sigterm_exit_0(podman: Podman, image: str) -> None:
-    """Run as is: /readyz is 200, /metrics counts inserts, HEALTHCHECK passes, SIGTERM exits 0."""
+    """Run as is: /readyz 200, /metrics counts, / and its assets served, `query` through the
+    service, HEALTHCHECK passes, SIGTERM exits 0."""
     name = f"ecomm-cdc-test-{uuid.uuid4().hex[:8]}"
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -309,6 +310,17 @@ def test_service_ready_metrics_and_sigterm_exit_0(podman: Podman, image: str) ->
             60,
         )
         assert _get(base + "/healthz")[0] == 200
+        # The dashboard and its assets come from the read-only image itself.
+        status, page = _get(base + "/")
+        assert status == 200 and "/static/dashboard.js" in page, page[:500]
+        for asset, marker in (("dashboard.js", "/api/live"), ("dashboard.css", "--insert")):
+            status, body = _get(f"{base}/static/{asset}")
+            assert status == 200 and marker in body, (asset, status)
+        status, live = _get(base + "/api/live")
+        assert status == 200 and json.loads(live)["target"] == "duckdb"
+        # A command in the container, on the locked file, goes through the running service.
+        asked = podman("exec", name, "ecomm-cdc", "query", "SELECT count(*) FROM raw_orders")
+        assert "1 rows" in asked.stdout, asked.stdout + asked.stderr
         health = podman("healthcheck", "run", name, check=False)
         assert health.returncode == 0, f"HEALTHCHECK failed: {health.stdout}{health.stderr}"
 
