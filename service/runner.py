@@ -248,7 +248,9 @@ class Service:
 
     async def _start_watching(self) -> None:
         """Sample for the dashboard, serve reads, and leave a note beside the DuckDB file."""
-        url = discovery.url_for(self.settings.http_host, self.http.port) if self.http else None
+        if self.http is None:
+            return  # no port: nobody to show anything to
+        url = discovery.url_for(self.settings.http_host, self.http.port)
         path = self.settings.duckdb_path if self.config.target == "duckdb" else None
         await self.watch.start(url, path)
 

@@ -34,6 +34,9 @@ log = logs.get("watch")
 
 T = TypeVar("T")
 READ_THREADS = 2
+#: Seconds a stop waits for reads in flight (a DuckDB query is interrupted at once; a
+#: verify's replay cannot be, and must not eat the drain's time limit).
+STOP_WAIT = 5.0
 VIEW_POLL = 1.0  # seconds between looks at the refresh counter
 
 
@@ -59,26 +62,21 @@ class Watch:
         self._tasks: list[asyncio.Task[None]] = []
         self._active: set[SqlSession] = set()
         self._lock = threading.Lock()
-        self._note: Path | None = None  # the note written, beside this DuckDB file:
-        self._note_db: Path | None = None
+        self._noted: Path | None = None  # the DuckDB file whose note this service wrote
 
-    @property
-    def serving(self) -> bool:
-        return self._executor is not None
-
-    async def start(self, url: str | None, duckdb_path: Path | None) -> None:
-        """Start sampling and reading; leave the note when there is a URL and a DuckDB file."""
+    async def start(self, url: str, duckdb_path: Path | None) -> None:
+        """Start sampling and reading; on a DuckDB file, leave the note that points to ``url``."""
         self._executor = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="cdc-read")
         s, m = self.stats, self.metrics
         self._tasks = [
             asyncio.ensure_future(telemetry.run(self.telemetry, s, m, self.queue_depth)),
             asyncio.ensure_future(self.view.run()),
         ]
-        if url is not None and duckdb_path is not None:
+        if duckdb_path is not None:
             try:
-                self._note = discovery.write(duckdb_path, url)
-                self._note_db = duckdb_path
-                log.info("watch.discoverable", note=str(self._note), url=url)
+                note = discovery.write(duckdb_path, url)
+                self._noted = duckdb_path
+                log.info("watch.discoverable", note=str(note), url=url)
             except OSError as exc:
                 log.warning("watch.no_note", path=str(duckdb_path), error=exc.strerror)
 
@@ -99,14 +97,17 @@ class Watch:
                 if con is not None:
                     with contextlib.suppress(Exception):
                         con.interrupt()
-        await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(executor.shutdown, True), STOP_WAIT)
+        except TimeoutError:
+            log.warning("watch.reads_abandoned", waited_s=STOP_WAIT)
         await asyncio.to_thread(self.view.close)
 
     def forget(self) -> None:
         """Remove the note (after the target is closed: until then commands wait, then open it)."""
-        if self._note_db is not None:
-            discovery.remove(self._note_db)
-            self._note = self._note_db = None
+        if self._noted is not None:
+            discovery.remove(self._noted)
+            self._noted = None
 
     async def call(self, fn: Callable[[], T]) -> T:
         """``fn()`` on a read thread; never on the loop."""
