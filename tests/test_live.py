@@ -236,3 +236,38 @@ def test_the_query_api_can_be_turned_off(tmp_path: Path) -> None:
         "ecomm-cdc: error: query: the running service has its query API off (CDC_QUERY_API=false)\n"
     )
     assert shown.returncode == 0 and "orders_aggregated" in shown.stdout, shown.stderr
+
+
+def test_the_dashboard_reads_the_warehouse_at_the_refresh_cadence_on_the_emulator() -> None:
+    """On the Snowflake path (the emulator) `/` and its data are served; however many page views,
+    orders_aggregated is read once per refresh, not once per view."""
+    port = free_port()
+    proc = spawn(
+        "run", "--target", "emulator", "--seed", "7", "--start", START, "--rate", "500",
+        env={"CDC_HTTP_PORT": str(port), "CDC_REFRESH_INTERVAL": "6"},
+    )  # fmt: skip
+    try:
+
+        def months() -> int:
+            try:
+                status, body = get(port, "/api/warehouse")
+            except OSError:
+                return 0  # not listening yet
+            found = json.loads(body)["aggregated"] if status == 200 else None
+            return len(found["rows"]) if found else 0
+
+        wait_for(months, timeout=60)
+        assert get(port, "/")[0] == 200
+        seen = set()
+        for _ in range(30):  # page views, far more often than the refresh cadence
+            view = json.loads(get(port, "/api/warehouse")[1])
+            assert view["target"] == "emulator" and view["error"] is None
+            seen.add(view["read_at"])
+        assert len(seen) <= 2, seen  # one read, or two if a refresh fell in between
+        live = json.loads(get(port, "/api/live")[1])
+        assert live["target"] == "emulator" and live["applied_total"] > 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "watch.discoverable" not in out, "a note, but there is no DuckDB file to lock"
