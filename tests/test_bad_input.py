@@ -25,6 +25,8 @@ from .conftest import cli
         ((), {"CDC_QUEUE_SIZE": "1e3x"}, "CDC_QUEUE_SIZE"),
         ((), {"CDC_SHARD": "a-b"}, "CDC_SHARD"),
         ((), {"CDC_BATCHSIZE": "10"}, "CDC_BATCHSIZE"),
+        ((), {"CDC_QUERY_API": "maybe"}, "CDC_QUERY_API"),
+        ((), {"CDC_QUERY_TIMEOUT": "0"}, "CDC_QUERY_TIMEOUT"),
     ],
 )
 def test_bad_setting_exits_2_with_one_line(
