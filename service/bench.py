@@ -155,12 +155,14 @@ def seed_way(events: int, workdir: Path) -> Measured:
     return Measured("seed's way (statement + commit per event)", events, seconds, rss)
 
 
-def queried_ratio(events: int, workdir: Path, console: Console, pairs: int = 2) -> float:
+def queried_ratio(events: int, workdir: Path, console: Console, pairs: int = 3) -> float:
     """DuckDB throughput while a loop queries the run every second, over the same run unqueried.
 
     Both runs serve HTTP (the dashboard's sampling runs in both); the loop asks
     what ``ecomm-cdc query`` and ``report`` ask a running service. Runs
-    alternate, ``pairs`` of each, so a drift of the machine hits both alike.
+    alternate, ``pairs`` of each, and the best of each is compared: run to run
+    the rate moves by more than 10 % on a busy machine, and noise only ever
+    slows a run down.
     """
     import socket
     import statistics
@@ -204,14 +206,15 @@ def queried_ratio(events: int, workdir: Path, console: Console, pairs: int = 2) 
         finally:
             stop.set()
             asker.join()
-    ratio = statistics.mean(queried) / statistics.mean(plain)
+    ratio = max(queried) / max(plain)
     answered = f"{len(latencies)} rounds answered"
     if latencies:
         answered += f", median {statistics.median(latencies) * 1000:.0f} ms per query + report"
     console.print(
         f"queried every second / unqueried (DuckDB, {events:,} events, {pairs} runs each): "
-        f"[bold]{ratio:.3f}[/] ({statistics.mean(queried):,.0f} vs {statistics.mean(plain):,.0f} "
-        f"ev/s; {answered}); target: a drop under 10 % "
+        f"[bold]{ratio:.3f}[/] (best {max(queried):,.0f} vs {max(plain):,.0f} ev/s; queried "
+        f"{', '.join(f'{r:,.0f}' for r in queried)}; unqueried "
+        f"{', '.join(f'{r:,.0f}' for r in plain)}; {answered}); target: a drop under 10 % "
         f"({'met' if ratio > 0.9 else 'NOT met'})"
     )
     return ratio

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,8 @@ READ_THREADS = 2
 #: Seconds a stop waits for reads in flight (a DuckDB query is interrupted at once; a
 #: verify's replay cannot be, and must not eat the drain's time limit).
 STOP_WAIT = 5.0
+#: How much less CPU priority the read threads take than the pipeline's (Linux nice).
+READ_NICE = 10
 VIEW_POLL = 1.0  # seconds between looks at the refresh counter
 
 
@@ -66,7 +69,9 @@ class Watch:
 
     async def start(self, url: str, duckdb_path: Path | None) -> None:
         """Start sampling and reading; on a DuckDB file, leave the note that points to ``url``."""
-        self._executor = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="cdc-read")
+        self._executor = ThreadPoolExecutor(
+            READ_THREADS, thread_name_prefix="cdc-read", initializer=_lower_priority
+        )
         s, m = self.stats, self.metrics
         self._tasks = [
             asyncio.ensure_future(telemetry.run(self.telemetry, s, m, self.queue_depth)),
@@ -154,6 +159,12 @@ class Watch:
             "uptime_s": round(st.elapsed(), 1),
             "series": self.telemetry.series(),
         }
+
+
+def _lower_priority() -> None:
+    """This read thread yields the CPU to the pipeline's threads (Linux: nice is per thread)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), READ_NICE)
 
 
 class WarehouseView:

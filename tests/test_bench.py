@@ -30,5 +30,5 @@ def test_bench_prints_rates_ratio_and_rss(tmp_path: Path) -> None:
     assert re.search(r"seed's way: \d[\d,]*x", out)
     assert "peak RSS <= 300 MB" in out
     assert re.search(
-        r"queried every second / unqueried \(DuckDB, 20,000 events, 2 runs each\): [\d.]+", out
+        r"queried every second / unqueried \(DuckDB, 20,000 events, 3 runs each\): [\d.]+", out
     )
