@@ -20,13 +20,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import checkpoint, clock, logs, sqlfiles
+from .. import checkpoint, clock, logs, schema, sqlfiles
 from ..config import Names
 from ..events import ORDER_DIGITS, STATUSES, Batch, Changes, Op, customer_id, product_id
 from .base import (
     Claim,
     Dialect,
     SinkError,
+    SqlSession,
     StoredStream,
     TargetConfigError,
     Warehouse,
@@ -71,6 +72,16 @@ _CHECKPOINT_THRESHOLD = "256MB"
 #: batches ran through. Data beyond the limit lives in the file.
 _MEMORY_PER_WORKER_MB = 4
 _MEMORY_FLOOR_MB = 48
+#: The service's database never reaches outside its file: no extension is
+#: downloaded, installed or loaded on demand, and SQL cannot read or write
+#: other files (read_csv, COPY, ATTACH) — a query from outside runs with the same rules.
+_CONFIG = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "enable_external_access": False,
+}
+#: A DuckDB database file carries this at bytes 8..12.
+_MAGIC = b"DUCK"
 
 
 def _out_of_memory(exc: duckdb.Error) -> bool:
@@ -149,6 +160,36 @@ def batch_table(rows: Changes) -> pa.Table:
             "quantity": pa.array(rows.quantity.astype(np.int32), pa.int32()),
         }
     )
+
+
+def _refuse_foreign_file(path: Path, setting: str) -> None:
+    """A file that is not a DuckDB database (SQLite, text, anything) is refused unopened."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise TargetConfigError(setting, f"cannot read {path}: {exc.strerror}") from None
+    if not head or head[8:12] == _MAGIC:
+        return
+    what = "a SQLite database" if head.startswith(b"SQLite format 3") else "not a DuckDB database"
+    raise TargetConfigError(
+        setting, f"{path} is {what}: nothing was changed. Point it at a DuckDB file of ecomm-cdc's"
+    )
+
+
+def _refuse_foreign_tables(session: SqlSession, path: Path, setting: str) -> None:
+    """Another program's DuckDB database: tables, but none of ecomm-cdc's stream tables."""
+    tables = schema.found(session)
+    if tables and "cdc_streams" not in tables:
+        listed = ", ".join(sorted(tables)[:6]) + (", ..." if len(tables) > 6 else "")
+        raise TargetConfigError(
+            setting,
+            f"{path} holds another program's tables ({listed}), not an ecomm-cdc stream: "
+            "nothing was changed. Point it at a file of its own",
+        )
+    schema.check(session, str(path), setting)
 
 
 class DuckSession:
@@ -268,22 +309,34 @@ class DuckDBSink:
             ) from None
         if path.is_dir():
             raise TargetConfigError(self._setting, f"{path} is a directory, not a database file")
+        _refuse_foreign_file(path, self._setting)
+        if path.exists() and path.stat().st_size:
+            # Look before touching: another program's database is refused unchanged.
+            with contextlib.closing(self._connect(read_only=True)) as con:
+                _refuse_foreign_tables(DuckSession(con), path, self._setting)
+        con = self._con = self._connect(read_only=False)
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET checkpoint_threshold = '{_CHECKPOINT_THRESHOLD}'")
+        con.execute(f"SET memory_limit = '{int(self.memory_mb)}MB'")
+        with transaction(DuckSession(con)) as session:
+            for stmt in sqlfiles.statements(sqlfiles.TABLE_FILES, self.names, dialect="duckdb"):
+                session.execute(stmt)
+
+    def _connect(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+        path = self.path
         try:
-            self._con = duckdb.connect(str(path))
+            return duckdb.connect(str(path), read_only=read_only, config=dict(_CONFIG))
         except duckdb.IOException as exc:
             text = logs.one_line(exc)
             if "lock" in text.lower():
                 raise SinkError(f"{path} is in use by another process ({text})") from None
-            raise TargetConfigError(self._setting, f"cannot open {path}: {text}") from None
+            raise TargetConfigError(
+                self._setting, f"cannot open {path}: truncated or damaged ({text})"
+            ) from None
         except duckdb.Error as exc:
             raise TargetConfigError(
                 self._setting, f"cannot open {path}: {logs.one_line(exc)}"
             ) from None
-        self._con.execute("SET TimeZone = 'UTC'")
-        self._con.execute(f"SET checkpoint_threshold = '{_CHECKPOINT_THRESHOLD}'")
-        self._con.execute(f"SET memory_limit = '{int(self.memory_mb)}MB'")
-        for stmt in sqlfiles.statements("00", self.names, dialect="duckdb"):
-            self._con.execute(stmt)
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -296,9 +349,11 @@ class DuckDBSink:
 
     def claim_stream(self, identity: str, partitions: int, reset: bool) -> Claim:
         with transaction(DuckSession(self.con)) as session:
-            self._claim = checkpoint.claim(
+            epoch, previous = checkpoint.record(
                 session, self.shard, identity, partitions, reset, checkpoint.this_writer()
             )
+        with transaction(DuckSession(self.con)) as session:
+            self._claim = checkpoint.stamp(session, self.shard, epoch, previous)
         return self._claim
 
     @property
