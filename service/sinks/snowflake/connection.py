@@ -105,7 +105,15 @@ def open_connection(spec: ConnectionSpec, *, autocommit: bool, tag: str) -> Snow
     return conn
 
 
-def close_quietly(conn: Any) -> None:
+def close_quietly(conn: Any, *, rollback: bool = False) -> None:
+    """Close a connection, ending its open transaction first when ``rollback`` (a session that
+    still answers): a server may keep a vanished client's transaction, and its locks, open
+    until the session expires (Snowflake), or for ever (the emulator)."""
+    if rollback:
+        try:
+            conn.rollback()
+        except Exception as exc:
+            log.debug("sink.rollback_failed", error=logs.one_line(exc))
     try:
         conn.close(retry=False)
     except Exception as exc:  # a broken connection cannot say goodbye; the server times it out

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 import snowflake.connector
 
 from ... import checkpoint, logs, sqlfiles
+from ... import schema as shapes
 from ...config import Config, ConnectionSpec
 from ...retry import RetryPolicy
 from ..base import Claim, SinkError, StoredStream, Warehouse
@@ -86,7 +87,9 @@ class SnowflakeSink:
         except snowflake.connector.errors.ProgrammingError:
             for sql in q.use_schema(db, schema):  # first run on a fresh account
                 session.execute(sql)
-        for sql in sqlfiles.statements("00", self.names, dialect="snowflake"):
+        # Tables of our names that another program made are refused before anything changes.
+        shapes.check(session, f"{db}.{schema}", "SNOWFLAKE_SCHEMA")
+        for sql in sqlfiles.statements(sqlfiles.TABLE_FILES, self.names, dialect="snowflake"):
             session.execute(sql)
 
     def _control(self, fn: Callable[[SnowSession], T], doing: str) -> T:
@@ -123,11 +126,15 @@ class SnowflakeSink:
 
     def claim_stream(self, identity: str, partitions: int, reset: bool) -> Claim:
         writer = checkpoint.this_writer()
-        self._claim = self._control(
-            lambda session: checkpoint.claim(
+        epoch, previous = self._control(
+            lambda session: checkpoint.record(
                 session, self.shard, identity, partitions, reset, writer
             ),
             "cannot record the stream",
+        )
+        self._claim = self._control(
+            lambda session: checkpoint.stamp(session, self.shard, epoch, previous),
+            "cannot take the shard over",
         )
         return self._claim
 

@@ -121,8 +121,10 @@ class SnowflakeWriter:
                 error=errors.describe(exc),
                 last_seq=batch.last_seq,
             )
-            if not transient or errors.session_gone(exc):
-                self._drop()
+            if errors.session_gone(exc):
+                self._drop(rollback=False)  # nothing to say to a session that is gone
+            elif not transient:
+                self._drop(rollback=True)  # stopping: end the transaction now, not at expiry
             raise
 
     def _reconnect(self) -> SnowflakeConnection:
@@ -131,11 +133,11 @@ class SnowflakeWriter:
         log.info("sink.reconnected", worker=self._worker, reconnects=self.reconnects)
         return self._conn
 
-    def _drop(self) -> None:
-        """Close the connection (which ends its open transaction); the next attempt reopens."""
+    def _drop(self, *, rollback: bool) -> None:
+        """Close the connection (the next attempt reopens it)."""
         if self._conn is not None:
-            close_quietly(self._conn)
+            close_quietly(self._conn, rollback=rollback)
             self._conn = None
 
     def close(self) -> None:
-        self._drop()
+        self._drop(rollback=True)
