@@ -1,9 +1,11 @@
 """The service's read API: what commands ask a running service, and what the dashboard polls.
 
-- ``GET /api/report``, ``GET /api/tasks``, ``POST /api/query`` (``{"sql": ...}``),
-  ``POST /api/verify`` (``{"shard": ...}``): the reads of :mod:`service.reads`,
-  each on a new session on a read thread, answered in :mod:`service.wire`'s
-  typed JSON. ``/api/query`` is off with ``CDC_QUERY_API=false`` (403).
+- ``GET /api/report``, ``GET /api/tasks``, ``POST /api/query`` (``{"sql": ...}``):
+  the reads of :mod:`service.reads`, each on a new session on a read thread,
+  answered in :mod:`service.wire`'s typed JSON. ``/api/query`` is off with
+  ``CDC_QUERY_API=false`` (403).
+- ``POST /api/snapshot`` (``{}``): the stream tables of one read-only snapshot,
+  streamed for ``verify`` to check in its own process (:mod:`service.snapshot`).
 - ``GET /api/live``: the per-second series and the figures of the moment.
 - ``GET /api/warehouse``: orders_aggregated and the task history as the
   service last read them (:class:`~service.watch.WarehouseView`).
@@ -18,13 +20,12 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
 
-from . import logs, reads, wire
-from .config import SHARD, ConfigError, Settings
+from . import logs, reads, snapshot, wire
+from .config import ConfigError, Settings
 from .sinks.base import SinkError, TargetConfigError, Warehouse
 from .watch import NotServing, Watch
 
@@ -32,7 +33,7 @@ log = logs.get("api")
 
 MAX_SQL = 100_000  # characters
 
-Handler = Callable[[web.Request], Awaitable[web.Response]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _error(status: int, message: str, code: int) -> web.Response:
@@ -47,27 +48,32 @@ def _driver_error(exc: BaseException) -> bool:
     return False
 
 
+def _failure(target: str, path: str, exc: Exception) -> tuple[int, str, int]:
+    """HTTP status, one line, and the exit code the command would have had."""
+    if isinstance(exc, ConfigError | TargetConfigError):
+        return 400, str(exc), 2
+    if isinstance(exc, NotServing):
+        return 503, str(exc), 1
+    if isinstance(exc, reads.QueryTimeout):
+        return 504, str(exc), 1
+    if isinstance(exc, SinkError):
+        return 500, str(exc), 1
+    text = logs.one_line(exc)
+    if not _driver_error(exc):
+        log.error("api.failed", path=path, error=text)
+    return 500, f"{target}: {text}", 1
+
+
 def _answering(target: str, fn: Handler) -> Handler:
     """Every failure as one line and the command's exit code; never a traceback."""
 
-    async def handler(request: web.Request) -> web.Response:
+    async def handler(request: web.Request) -> web.StreamResponse:
         try:
             return await fn(request)
         except web.HTTPException:
             raise
-        except (ConfigError, TargetConfigError) as exc:
-            return _error(400, str(exc), 2)
-        except NotServing as exc:
-            return _error(503, str(exc), 1)
-        except reads.QueryTimeout as exc:
-            return _error(504, str(exc), 1)
-        except SinkError as exc:
-            return _error(500, str(exc), 1)
         except Exception as exc:
-            text = logs.one_line(exc)
-            if not _driver_error(exc):
-                log.error("api.failed", path=request.path, error=text)
-            return _error(500, f"{target}: {text}", 1)
+            return _error(*_failure(target, request.path, exc))
 
     return handler
 
@@ -88,7 +94,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 def add_routes(app: web.Application, watch: Watch, settings: Settings) -> None:
     sink = watch.sink
     local = sink.warehouse is Warehouse.LOCAL
-    verifying = asyncio.Lock()  # one verify at a time: it replays the stream
+    exporting = asyncio.Lock()  # one snapshot at a time
 
     def reply(**fields: Any) -> web.Response:
         return web.json_response({"target": sink.name, **fields})
@@ -121,13 +127,30 @@ def add_routes(app: web.Application, watch: Watch, settings: Settings) -> None:
             ) from None
         return reply(result=wire.encode_rows(rows.columns, rows.rows), more=rows.more)
 
-    async def verify(request: web.Request) -> web.Response:
-        shard = (await _json_body(request)).get("shard", sink.shard)
-        if not isinstance(shard, str) or not SHARD.match(shard):
-            raise ConfigError("shard", "must be 1-16 letters, digits or underscores")
-        async with verifying:
-            report = await watch.read(lambda s: reads.verify(s, sink.warehouse, shard))
-        return reply(report={"stream": report.stream, "checks": [asdict(c) for c in report.checks]})
+    async def snapshot_(request: web.Request) -> web.StreamResponse:
+        await _json_body(request)  # JSON only, as every POST here
+        if not watch.serving:
+            raise NotServing("the service is not serving reads (starting or stopping)")
+        response = web.StreamResponse(
+            headers={"Content-Type": snapshot.CONTENT_TYPE, "X-Cdc-Target": sink.name}
+        )
+        await response.prepare(request)
+        loop = asyncio.get_running_loop()
+
+        def send(chunk: bytes) -> None:  # on the read thread: waits for the socket
+            asyncio.run_coroutine_threadsafe(response.write(chunk), loop).result()
+
+        try:
+            async with exporting:
+                await watch.read(lambda s: snapshot.export(s, send))
+        except (ConnectionError, asyncio.CancelledError):
+            raise  # the command went away
+        except Exception as exc:
+            status, message, code = _failure(sink.name, request.path, exc)
+            error = {"error": message, "exit": code, "retry": status == 503}
+            await response.write(snapshot.frame(error))
+        await response.write_eof()
+        return response
 
     async def live(_: web.Request) -> web.Response:
         return web.json_response(watch.live())
@@ -150,7 +173,7 @@ def add_routes(app: web.Application, watch: Watch, settings: Settings) -> None:
         ("GET", "/api/report"): report,
         ("GET", "/api/tasks"): tasks,
         ("POST", "/api/query"): query,
-        ("POST", "/api/verify"): verify,
+        ("POST", "/api/snapshot"): snapshot_,
         ("GET", "/api/live"): live,
         ("GET", "/api/warehouse"): warehouse,
     }

@@ -1,4 +1,4 @@
-"""What ``report``, ``tasks``, ``query`` and ``verify`` read: one set of functions, two callers.
+"""What ``report``, ``tasks`` and ``query`` read: one set of functions, two callers.
 
 A command that opens the target itself calls these on its own session; a
 running service calls the very same ones on a cursor of its own (see
@@ -24,10 +24,9 @@ import sqlglot
 from sqlglot import exp
 
 from . import logs, sqlfiles
-from . import verify as verifying
 from .config import ConfigError
 from .scheduler import history
-from .sinks.base import SinkError, SqlSession, Warehouse
+from .sinks.base import SinkError, SqlSession
 
 #: Rows a query returns at most (``more`` says when there were others).
 QUERY_ROWS = 1000
@@ -112,7 +111,7 @@ def checked(session: SqlSession, sql: str) -> str:
 
 
 @contextlib.contextmanager
-def _read_only_transaction(session: SqlSession) -> Iterator[SqlSession]:
+def read_only_transaction(session: SqlSession) -> Iterator[SqlSession]:
     """A transaction that is always rolled back; on DuckDB, one that cannot write at all."""
     if duck_cursor(session) is None:
         session.begin()
@@ -162,7 +161,7 @@ def query(
     checked(session, sql)
     with _time_limit(session, seconds) as fired:
         try:
-            with _read_only_transaction(session):
+            with read_only_transaction(session):
                 cur = session.execute(sql)
                 columns = [d[0] for d in cur.description]
                 rows = [tuple(r) for r in cur.fetchmany(limit + 1)]
@@ -188,34 +187,3 @@ def tasks(session: SqlSession, local: bool, limit: int = 100) -> Rows:
     """The refresh task's last runs, oldest first."""
     columns, rows = history(session, local, limit)
     return Rows(columns, rows)
-
-
-def _temporary_layers() -> list[str]:
-    """The layers as temporary tables: they shadow the real ones in this session only."""
-    out = []
-    for layer in sqlfiles.layers():
-        create = exp.Create(
-            this=exp.to_table(layer.name),
-            kind="TABLE",
-            replace=True,
-            expression=layer.select.copy(),
-            properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-        )
-        out.append(create.sql(dialect="duckdb"))
-    return out
-
-
-def verify(session: SqlSession, warehouse: Warehouse, shard: str) -> verifying.Report:
-    """``verify`` of what is committed, while the service writes.
-
-    On DuckDB: one read-only snapshot; the layers are rebuilt from it as
-    temporary tables that only this session sees, so the aggregate check
-    compares like with like and nothing is written (the refresh task of the
-    service is not disturbed). Elsewhere, as ``verify`` on its own.
-    """
-    if duck_cursor(session) is None:
-        return verifying.verify(session, warehouse, shard)
-    with _read_only_transaction(session):
-        for stmt in _temporary_layers():
-            session.execute(stmt)
-        return verifying.verify(session, warehouse, shard, refresh=False)

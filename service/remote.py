@@ -15,16 +15,16 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from . import snapshot, wire
 from . import verify as verifying
-from . import wire
 from .config import ConfigError
 from .discovery import Note
 from .reads import Rows
-from .sinks.base import SinkError
+from .sinks.base import SinkError, Warehouse
 
-#: Seconds to wait for an answer: the fixed reads, and a verify (it replays the stream).
+#: Seconds to wait for an answer (for a snapshot: between two of its reads from the socket).
 READ_TIMEOUT = 60.0
-VERIFY_TIMEOUT = 900.0
+SNAPSHOT_TIMEOUT = 120.0
 
 
 class Unavailable(SinkError):
@@ -53,31 +53,48 @@ class Remote:
         return Rows(*wire.decode_rows(reply["result"]), more=bool(reply.get("more")))
 
     def verify(self, shard: str) -> verifying.Report:
-        reply = self._call("POST", "/api/verify", {"shard": shard}, VERIFY_TIMEOUT)
-        report = reply["report"]
-        checks = [verifying.Check(**c) for c in report["checks"]]
-        return verifying.Report(str(report["stream"]), checks)
+        """The service streams one snapshot; the replay and the checks run here."""
+        try:
+            with self._open("POST", "/api/snapshot", {}, SNAPSHOT_TIMEOUT) as resp:
+                self.name = resp.headers.get("X-Cdc-Target", self.name)
+                tables = snapshot.receive(resp)
+        except snapshot.Broken as exc:
+            raise (Unavailable(str(exc)) if exc.retry else SinkError(str(exc))) from None
+        except (OSError, ValueError) as exc:
+            raise Unavailable(f"{self.note.describe()} did not answer: {exc}") from None
+        session = snapshot.load(tables)
+        try:
+            return verifying.verify(session, Warehouse.LOCAL, shard)
+        finally:
+            session.close()
 
     def _call(
         self, method: str, path: str, body: Any = None, timeout: float = READ_TIMEOUT
     ) -> dict[str, Any]:
+        try:
+            with self._open(method, path, body, timeout) as resp:
+                reply: dict[str, Any] = json.loads(resp.read())
+        except (OSError, ValueError) as exc:
+            raise Unavailable(f"{self.note.describe()} did not answer: {exc}") from None
+        self.name = str(reply.get("target", self.name))
+        return reply
+
+    def _open(self, method: str, path: str, body: Any, timeout: float) -> Any:
+        """The response, open; an HTTP error is the failure it carries."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(  # noqa: S310 (the service's own http:// URL)
             self.note.url + path,
             data=data,
             method=method,
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            headers={"Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
-                reply: dict[str, Any] = json.loads(resp.read())
+            return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310
         except urllib.error.HTTPError as exc:
             raise self._failure(exc) from None
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             reason = getattr(exc, "reason", None) or exc
             raise Unavailable(f"{self.note.describe()} did not answer: {reason}") from None
-        self.name = str(reply.get("target", self.name))
-        return reply
 
     def _failure(self, exc: urllib.error.HTTPError) -> Exception:
         try:

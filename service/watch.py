@@ -114,6 +114,10 @@ class Watch:
             discovery.remove(self._noted)
             self._noted = None
 
+    @property
+    def serving(self) -> bool:
+        return self._executor is not None
+
     async def call(self, fn: Callable[[], T]) -> T:
         """``fn()`` on a read thread; never on the loop."""
         executor = self._executor
@@ -131,6 +135,10 @@ class Watch:
             self._active.add(session)
         try:
             return fn(session)
+        except Exception:
+            if self._executor is None:  # interrupted by a stop: the caller may retry
+                raise NotServing("the service is stopping") from None
+            raise
         finally:
             with self._lock:
                 self._active.discard(session)

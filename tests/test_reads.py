@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from service import reads
+from service import reads, snapshot, verify
 from service.config import ConfigError
 from service.sinks.base import Warehouse
 from service.sinks.duckdb import DuckDBSink, DuckSession
@@ -74,7 +75,7 @@ def test_a_read_only_transaction_refuses_a_write_that_got_past_the_parsers(
 ) -> None:
     """The third lock: inside the query's transaction DuckDB itself refuses to write."""
     with pytest.raises(duckdb.TransactionException, match="read-only"):  # noqa: SIM117
-        with reads._read_only_transaction(session):
+        with reads.read_only_transaction(session):
             session.execute("DELETE FROM raw_orders")
     assert _one(session, "SELECT count(*) FROM raw_orders") > 0
 
@@ -110,13 +111,35 @@ def test_a_slow_query_is_interrupted_at_its_time_limit(session: DuckSession) -> 
     assert reads.query(session, "SELECT 1 AS one").rows == [(1,)]
 
 
-def test_verify_of_a_snapshot_writes_nothing(session: DuckSession) -> None:
-    """The live verify rebuilds the layers privately: it passes on stale layers, and leaves them."""
+def test_a_snapshot_verifies_elsewhere_and_leaves_the_target_as_it_was(
+    session: DuckSession,
+) -> None:
+    """`verify` during a run: the snapshot streamed, loaded and checked apart passes, even with
+    the target's layers stale, and the target is left unchanged (only read)."""
     session.execute("DELETE FROM orders_aggregated WHERE order_month = 12")  # stale on purpose
     before = _one(session, "SELECT count(*) FROM orders_aggregated")
-    report = reads.verify(session, Warehouse.LOCAL, "0")
+    sent = io.BytesIO()
+    snapshot.export(session, sent.write)
+    sent.seek(0)
+    tables = snapshot.receive(sent)
+    assert sum(len(b) for b in tables["raw_orders"]) == _one(
+        session, "SELECT count(*) FROM raw_orders"
+    )
+    copy = snapshot.load(tables)
+    try:
+        report = verify.verify(copy, Warehouse.LOCAL, "0")
+    finally:
+        copy.close()
     assert report.ok, [c for c in report.checks if not c.ok]
-    after = _one(session, "SELECT count(*) FROM orders_aggregated")
-    assert after == before
-    tables = session.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()
-    assert tables == []
+    assert _one(session, "SELECT count(*) FROM orders_aggregated") == before
+
+
+def test_a_snapshot_that_breaks_off_says_so() -> None:
+    """A snapshot cut short, or ending in an error frame, is one clear error, never a hang."""
+    with pytest.raises(snapshot.Broken, match="broke off") as cut:
+        snapshot.receive(io.BytesIO(b'{"table": "raw_orders", "bytes": 100}\nabc'))
+    assert cut.value.retry
+    failed = snapshot.frame({"error": "the service is stopping", "exit": 1, "retry": True})
+    with pytest.raises(snapshot.Broken, match="stopping") as stopping:
+        snapshot.receive(io.BytesIO(failed))
+    assert stopping.value.retry
