@@ -32,6 +32,9 @@ from .watch import NotServing, Watch
 log = logs.get("api")
 
 MAX_SQL = 100_000  # characters
+#: Seconds a snapshot waits for the command to take a batch (a command that stopped
+#: reading must not hold a read thread, and its transaction, for ever).
+SEND_TIMEOUT = 60.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -138,7 +141,8 @@ def add_routes(app: web.Application, watch: Watch, settings: Settings) -> None:
         loop = asyncio.get_running_loop()
 
         def send(chunk: bytes) -> None:  # on the read thread: waits for the socket
-            asyncio.run_coroutine_threadsafe(response.write(chunk), loop).result()
+            future = asyncio.run_coroutine_threadsafe(response.write(chunk), loop)
+            future.result(timeout=SEND_TIMEOUT)
 
         try:
             async with exporting:

@@ -263,8 +263,7 @@ print(json.dumps({
 
 
 def test_service_ready_metrics_and_sigterm_exit_0(podman: Podman, image: str) -> None:
-    """Run as is: /readyz 200, /metrics counts, / and its assets served, `query` through the
-    service, HEALTHCHECK passes, SIGTERM exits 0."""
+    """Run as is: probes, metrics, the dashboard, `query` via the service; SIGTERM exits 0."""
     name = f"ecomm-cdc-test-{uuid.uuid4().hex[:8]}"
     port = _free_port()
     base = f"http://127.0.0.1:{port}"

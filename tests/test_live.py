@@ -72,8 +72,7 @@ def running(tmp_path: Path, home: Path) -> Iterator[tuple[Path, int, subprocess.
 def test_commands_read_a_running_service_and_writes_are_refused(
     running: tuple[Path, int, subprocess.Popen[str]], home: Path, tmp_path: Path
 ) -> None:
-    """During a run: query/report/tasks/verify exit 0, rows grow, writes and file reads are
-    refused with one line (exit 2) and change nothing; SIGTERM exits 0 and verify passes."""
+    """During a run the commands read it, writes are refused in one line; SIGTERM, verify passes."""
     db, port, proc = running
     note = json.loads(discovery.note_path(db).read_text())
     assert note["pid"] == proc.pid and note["url"] == f"http://127.0.0.1:{port}"
@@ -239,8 +238,7 @@ def test_the_query_api_can_be_turned_off(tmp_path: Path) -> None:
 
 
 def test_the_dashboard_reads_the_warehouse_at_the_refresh_cadence_on_the_emulator() -> None:
-    """On the Snowflake path (the emulator) `/` and its data are served; however many page views,
-    orders_aggregated is read once per refresh, not once per view."""
+    """On the emulator `/` is served and orders_aggregated is read per refresh, not per view."""
     port = free_port()
     proc = spawn(
         "run", "--target", "emulator", "--seed", "7", "--start", START, "--rate", "500",
