@@ -169,11 +169,12 @@ def stamp(session: SqlSession, shard: str, epoch: int, previous: Holder | None) 
     From its commit on, a batch of an older writer finds no row to advance. Its own
     transaction is short on purpose: on the emulator (DuckDB underneath) it fails if an
     older writer's batch commits a checkpoint while it runs (and is retried). Epochs only
-    rise: a newer claim that stamped first wins, and this one is fenced at once.
+    rise: a newer claim that stamped first wins, and this one is fenced at once. (``<=``:
+    a copy of this statement re-sent after a lost reply stamps the same rows again.)
     """
     stamped = session.changed(
         "UPDATE cdc_checkpoints SET writer_epoch = ? "
-        "WHERE shard = ? AND (writer_epoch IS NULL OR writer_epoch < ?)",
+        "WHERE shard = ? AND (writer_epoch IS NULL OR writer_epoch <= ?)",
         [epoch, shard, epoch],
     )
     if not stamped:

@@ -126,6 +126,12 @@ class Settings(BaseModel):
     )
     http_port: int = Field(8080, ge=0, le=65535, description="health and metrics port; 0 = off")
     http_host: str = Field("0.0.0.0", description="address the HTTP server binds")  # noqa: S104
+    retry_timeout: float = Field(
+        600.0,
+        gt=0,
+        le=MAX_SECONDS,
+        description="seconds one remote operation is retried through transient failures",
+    )
     shutdown_timeout: float = Field(
         25.0, ge=0, le=3600, description="seconds to drain on SIGTERM before forcing exit"
     )

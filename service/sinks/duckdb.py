@@ -13,7 +13,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import numpy as np
@@ -34,6 +34,10 @@ from .base import (
     transaction,
 )
 
+if TYPE_CHECKING:
+    from ..retry import Phase
+
+T = TypeVar("T")
 _AMOUNT = pa.decimal128(12, 2)
 _SCHEMA = pa.schema(
     [
@@ -412,6 +416,11 @@ class DuckDBSink:
     def connect_sql(self) -> DuckSession:
         with self._lock:
             return DuckSession(self.con.cursor())
+
+    def run(self, fn: Callable[[SqlSession], T], doing: str, phase: Phase) -> T:
+        """A local file: nothing to retry."""
+        with contextlib.closing(self.connect_sql()) as session:
+            return fn(session)
 
     def close(self) -> None:
         if self._con is not None:

@@ -28,12 +28,13 @@ log = logs.get("sink")
 T = TypeVar("T")
 
 
-def retrying(policy: retry.RetryPolicy, fn: Callable[[], T], doing: str) -> T:
+def retrying(policy: retry.RetryPolicy, fn: Callable[[], T], doing: str, phase: retry.Phase) -> T:
     """:func:`service.retry.retrying` with the connector's errors classified."""
     return retry.retrying(
         policy,
         fn,
         doing,
+        phase=phase,
         transient=errors.is_transient,
         describe=errors.describe,
         terminal=errors.terminal,

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from ... import checkpoint, clock, logs
 from ...config import ConnectionSpec
 from ...events import Batch
-from ...retry import RetryPolicy
+from ...retry import Phase, RetryPolicy
 from ..base import Claim
 from . import errors
 from . import sql as q
@@ -76,6 +76,7 @@ class SnowflakeWriter:
             once,
             f"worker {self._worker}: batch up to seq {batch.last_seq} not applied "
             "(it stays ahead of the checkpoint)",
+            Phase.APPLY,
         )
 
     def _apply_once(self, batch: Batch) -> None:
