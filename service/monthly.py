@@ -1,7 +1,7 @@
 """orders_aggregated recomputed in Python, in bounded memory, with SQL's NULL rules.
 
 Rows arrive in batches (:class:`Rows`, columns of one batch of ``raw_orders``);
-each month keeps running totals, and a set of its customers (bounded by the
+each month keeps running totals, and a bitmap of its customers (bounded by the
 customer count), never the rows. Money is integer cents, summed exactly.
 This is verify's independent check of the SQL in ``sql/011_orders_aggregated.sql``:
 it shares nothing with it but the formulas' meaning.
@@ -93,7 +93,7 @@ class Rows:
 class _Month:
     rows: int = 0
     ids: int = 0  # distinct non-NULL order ids
-    customers: set[Any] = field(default_factory=set)
+    customers: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # by Monthly's index
     # (sum of cents, rows whose value is not NULL) per SUM: SQL's SUM is NULL when all are
     revenue: list[int] = field(default_factory=lambda: [0, 0])
     items: list[int] = field(default_factory=lambda: [0, 0])
@@ -117,6 +117,18 @@ class Monthly:
 
     def __init__(self) -> None:
         self._months: dict[int, _Month] = {}
+        #: Every customer id seen, numbered: a month's customers are a bitmap over these.
+        self._customer_index: dict[Any, int] = {}
+
+    def _customers(self, ids: np.ndarray) -> np.ndarray:
+        """The index of each customer id (numbering the new ones)."""
+        distinct, where = np.unique(ids, return_inverse=True)
+        index = self._customer_index
+        for c in distinct.tolist():
+            index.setdefault(c, len(index))
+        numbers = np.array([index[c] for c in distinct.tolist()], np.int64)
+        out: np.ndarray = numbers[where]
+        return out
 
     def add(self, rows: Rows, first_of_id: np.ndarray) -> None:
         """Add a batch. ``first_of_id`` marks, per row, whether its (order_id, month) pair is
@@ -132,7 +144,12 @@ class Monthly:
             month = self._months.setdefault(key, _Month())
             month.rows += int(np.count_nonzero(m))
             month.ids += int(np.count_nonzero(m & has_id & first_of_id))
-            month.customers.update(rows.customer_id[m & has_customer].tolist())
+            seen = self._customers(rows.customer_id[m & has_customer])
+            if len(seen):
+                grow = int(seen.max()) + 1 - len(month.customers)
+                if grow > 0:
+                    month.customers = np.concatenate([month.customers, np.zeros(grow, bool)])
+                month.customers[seen] = True
             _add(month.revenue, rows.cents, m & amount)
             _add(month.items, rows.quantity, m & ~rows.quantity_null)
             # SUM(CASE WHEN status = 'DELIVERED' THEN amount ELSE 0 END): NULL only for a
@@ -153,7 +170,7 @@ class Monthly:
                 "total_orders": m.ids,
                 "total_revenue": _money(m.revenue),
                 "average_order_value": Decimal(m.revenue[0]) / 100 / amounts if amounts else None,
-                "unique_customers": len(m.customers),
+                "unique_customers": int(np.count_nonzero(m.customers)),
                 "total_items_sold": m.items[0] if m.items[1] else None,
                 "total_delivered_revenue": _money(m.delivered),
                 "total_high_value_orders": _money(m.high),
