@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--long-memory-mb",
         type=int,
         default=None,
-        help="--long: DuckDB's memory limit for its runs (default: the service's own default)",
+        help="--long: DuckDB's memory limit for the memory run and the target builds "
+        "(default: the service's own)",
     )
     return parser
 

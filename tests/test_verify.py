@@ -192,6 +192,27 @@ def test_chunked_verify_names_what_differs_in_a_middle_chunk(longer: Path, tmp_p
     assert unique.differences == [f"{repeated} appears 2 times"]
 
 
+def test_two_shards_in_one_table_each_verify(tmp_path: Path) -> None:
+    """Two replicas' shards in one raw_orders: each verifies against its own stream, the other
+    shard's rows read once for the uniqueness, status and aggregate checks (and counted)."""
+    path = tmp_path / "shards.duckdb"
+    for shard, events in (("0", "30000"), ("1", "20000")):
+        done = cli("run", "--events", events, "--seed", "7", "--start", START, "--shard", shard,
+                   "--duckdb-path", str(path), "--no-progress")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    con = duckdb.connect(str(path))
+    try:
+        theirs = con.execute("SELECT count(*) FROM raw_orders WHERE order_id LIKE 'ORD-1-%'")
+        other = theirs.fetchone()
+        reports = [verify.verify(DuckSession(con), Warehouse.LOCAL, s, chunk_rows=3_000)
+                   for s in ("0", "1")]  # fmt: skip
+    finally:
+        con.close()
+    assert other is not None and other[0] > 0
+    assert all(r.ok for r in reports), [r.checks for r in reports]
+    assert f"{other[0]:,} rows of other shards" in reports[0].checks[0].detail
+
+
 def test_the_replay_in_chunks_is_the_replay_and_covers_every_number() -> None:
     """Chunks of the streamed replay tile the order numbers from 0 up and hold exactly what the
     in-memory replay holds, with checkpoints that differ by partition."""
