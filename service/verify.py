@@ -9,9 +9,9 @@ events, gives exactly what ``raw_orders`` must hold for the shard.
 In bounded memory, whatever the table's size: the replay hands out finished
 orders in number order, a chunk at a time (:mod:`service.expected`), and
 each chunk is compared with the rows of ``raw_orders`` in its range of order
-ids, read with one query per id width (``ORD-0-0000000009`` and
-``ORD-0-10000000000`` are not in their numbers' order as text). The other
-rows (other shards, ids of no width the stream wrote) are read once, sorted.
+ids (:mod:`service.shard_rows`: one query per id width, as text order is not
+number order past ten digits). The other rows (other shards, ids of no width
+the stream wrote) are read once, sorted.
 
 Checks, each independent of the SQL under test:
 
@@ -27,36 +27,24 @@ Run it on a quiet target: the reads are separate statements.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import numpy as np
-import sqlglot
 
 from . import checkpoint, clock, expected
 from . import warehouse as layers
 from .events import ORDER_DIGITS, STATUSES, Status, customer_id, order_prefix, product_id
 from .generator import StreamIdentity
 from .monthly import Monthly, Rows, first_of_pair
+from .shard_rows import read_others, read_span, spans, width
 from .sinks.base import SinkError, SqlSession, Warehouse
 
 SHOW = 5  # differences listed per kind
 _STATUSES = tuple(s.value for s in Status)
 _COLUMNS = ("order_id", "customer_id", "order_date", "status", "amount", "product_id", "quantity")
-#: raw_orders as the stream carries it (epoch seconds, integer cents), in Snowflake's dialect.
-_SELECT = (
-    "SELECT order_id, customer_id, DATE_PART(EPOCH_SECOND, order_date), status, "
-    "CAST(amount * 100 AS BIGINT), product_id, quantity FROM raw_orders"
-)
-_SPAN_SQL = (
-    f"{_SELECT} WHERE order_id >= ? AND order_id < ? AND LENGTH(order_id) = ? ORDER BY order_id"
-)
-_OTHERS_SQL = (
-    f"{_SELECT} WHERE NOT (order_id >= ? AND order_id < ? AND LENGTH(order_id) BETWEEN ? AND ?) "
-    "ORDER BY order_id"
-)
 #: Sums of money: exact where the driver returns a decimal, within half a cent where a float.
 MONEY = (
     "total_revenue",
@@ -91,80 +79,6 @@ class Report:
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
-
-
-# -- where a shard's rows are -------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Span:
-    """Order ids of one length in ``[lo, hi)`` as text: one query's range."""
-
-    lo: str
-    hi: str
-    length: int
-
-
-def width(number: int) -> int:
-    """Digits of an order number as its id writes it (zero-padded to ORDER_DIGITS)."""
-    return max(ORDER_DIGITS, len(str(number)))
-
-
-def after_prefix(prefix: str) -> str:
-    """The least text above every text that starts with ``prefix``."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
-
-
-def spans(prefix: str, low: int, high: int | None, widest: int) -> list[Span]:
-    """The id ranges holding order numbers ``[low, high)`` (to ``widest`` digits if
-    ``high`` is None), one per id width.
-
-    Among ids of one width text order is number order; the first range of a
-    width starts at the prefix and the last ends past it, so the ranges of
-    consecutive number ranges tile every id of the prefix and those widths,
-    well-formed or not.
-    """
-    out = []
-    top = widest if high is None else width(max(low, high - 1))
-    for w in range(width(low), top + 1):
-        first, end = (0 if w == ORDER_DIGITS else 10 ** (w - 1)), 10**w
-        a, b = max(low, first), end if high is None else min(high, end)
-        if a < b:
-            lo = prefix if a == first else prefix + str(a).zfill(w)
-            hi = after_prefix(prefix) if b == end else prefix + str(b).zfill(w)
-            out.append(Span(lo, hi, len(prefix) + w))
-    return out
-
-
-def _sql(session: SqlSession, text: str) -> str:
-    return sqlglot.transpile(text, read="snowflake", write=session.dialect)[0]
-
-
-def read_span(session: SqlSession, span: Span) -> list[Any]:
-    sql = _sql(session, _SPAN_SQL)
-    return list(session.execute(sql, [span.lo, span.hi, span.length]).fetchall())
-
-
-def read_others(session: SqlSession, prefix: str, widest: int, batch: int) -> Iterator[Rows]:
-    """The rows outside the shard's ranges, sorted by order_id, in batches that never split
-    one order_id's rows."""
-    sql = _sql(session, _OTHERS_SQL)
-    lo, hi = prefix, after_prefix(prefix)
-    cur = session.execute(sql, [lo, hi, len(prefix) + ORDER_DIGITS, len(prefix) + widest])
-    carry: list[Any] = []
-    while True:
-        got = cur.fetchmany(batch)
-        rows = carry + list(got)
-        if not got:
-            if rows:
-                yield Rows.from_tuples(rows)
-            return
-        cut = len(rows)
-        while cut > 0 and rows[cut - 1][0] == rows[-1][0]:
-            cut -= 1
-        carry = rows[cut:]
-        if cut:
-            yield Rows.from_tuples(rows[:cut])
 
 
 # -- the expected rows, as the target writes them -----------------------------------------

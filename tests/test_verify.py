@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from service import expected, verify
+from service import expected, shard_rows, verify
 from service.events import id_number, order_id
 from service.generator import replay
 from service.sinks.base import Warehouse
@@ -246,7 +246,7 @@ def test_id_ranges_find_each_id_once_across_widths() -> None:
     found: list[str] = []
     for low, high in itertools.pairwise(bounds):
         assert low is not None
-        for s in verify.spans("ORD-0-", low, high, widest=12):
+        for s in shard_rows.spans("ORD-0-", low, high, widest=12):
             found += [r[0] for r in con.execute(
                 "SELECT order_id FROM t WHERE order_id >= ? AND order_id < ? AND length(order_id) = ?",
                 [s.lo, s.hi, s.length]).fetchall()]  # fmt: skip
