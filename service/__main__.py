@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
-from . import logs
+from . import logs, retry
 from .checkpoint import StreamMismatch
 from .config import TARGETS, Config, ConfigError, load
 from .sinks.base import SinkError, TargetConfigError
@@ -147,42 +148,63 @@ def _fail(code: int, message: str) -> int:
     return code
 
 
-def _run(config: Config) -> int:
-    from .runner import ForcedExit, Service
+def _run(config: Config) -> NoReturn:
+    """Run the service; end the process with its exit code (never a traceback).
+
+    The process always ends through :func:`_exit`: a worker thread may still sit
+    in a driver call (a silent network), and nothing may wait for it.
+    """
+    from .runner import ForcedExit, Service, StageFailed
 
     s = config.settings
     logs.configure(s.log_format, s.log_level)
     _process_settings()
     log = logs.get("service")
     target = config.target
-    progress = _progress_hook(config)
+    progress = _progress(config)
+    background = {"progress": progress} if progress is not None else None
     applied = 0
 
     async def main() -> int:
         nonlocal applied
-        service = Service(config, on_start=progress)
+        service = Service(config, background=background)
         try:
             await service.run()
             return EXIT_OK
         finally:
             applied = service.stats.applied_total
-            if progress is not None:
-                progress(None)
 
+    code = EXIT_RUNTIME
     try:
-        return _uvloop_run(main)
+        code = _uvloop_run(main)
     except (ConfigError, TargetConfigError, StreamMismatch) as exc:
-        return _fail(EXIT_CONFIG, str(exc))
+        code = _fail(EXIT_CONFIG, str(exc))
     except ForcedExit:
         log.error("service.exit", code=EXIT_RUNTIME, reason="drain abandoned", applied=applied)
-        sys.stdout.flush()
-        os._exit(EXIT_RUNTIME)  # worker threads may still sit in a driver call
+    except StageFailed as failed:
+        for stage, why in failed.failures:
+            if isinstance(why, (ConfigError, TargetConfigError, StreamMismatch)):
+                code = EXIT_CONFIG
+            if isinstance(why, SinkError):
+                log.error("service.failed", error=str(why), stage=stage, target=target)
+            else:
+                log.error("service.crashed", error=logs.one_line(why), stage=stage, target=target)
     except SinkError as exc:
         log.error("service.failed", error=str(exc), target=target)
-        return EXIT_RUNTIME
     except Exception as exc:
-        log.error("service.crashed", error=f"{type(exc).__name__}: {exc}", target=target)
-        return EXIT_RUNTIME
+        log.error("service.crashed", error=logs.one_line(exc), target=target)
+    _exit(code)
+
+
+def _exit(code: int) -> NoReturn:
+    """Flush what was written and end the process now, whatever threads are still running."""
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _process_settings() -> None:
@@ -194,6 +216,7 @@ def _process_settings() -> None:
     import pyarrow as pa
 
     pa.set_memory_pool(pa.system_memory_pool())
+    retry.quiet_stamina()
 
 
 def _uvloop_run(main: Callable[[], Any]) -> int:
@@ -202,8 +225,8 @@ def _uvloop_run(main: Callable[[], Any]) -> int:
     return int(uvloop.run(main()))
 
 
-def _progress_hook(config: Config) -> Callable[[Any], None] | None:
-    """A progress bar for a bounded run in a terminal."""
+def _progress(config: Config) -> Callable[[Any], Coroutine[Any, Any, None]] | None:
+    """A progress bar for a bounded run in a terminal (a background stage of the service)."""
     s = config.settings
     show = s.progress if s.progress is not None else (s.events is not None and sys.stderr.isatty())
     if not show or s.events is None:
@@ -216,38 +239,31 @@ def _progress_hook(config: Config) -> Callable[[Any], None] | None:
         TimeRemainingColumn,
     )
 
-    bar = Progress(
-        TextColumn("applying"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(),
-        transient=True,
-        console=None,
-    )
     total = s.events
-    task_ref: dict[str, Any] = {}
 
-    def hook(service: Any) -> None:
-        if service is None:
-            if "updater" in task_ref:
-                task_ref["updater"].cancel()
-            bar.stop()
-            return
-
-        async def update() -> None:
-            task = bar.add_task("run", total=total, rate="")
-            bar.start()
+    async def progress(service: Any) -> None:
+        bar = Progress(
+            TextColumn("applying"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            transient=True,
+            console=None,
+        )
+        task = bar.add_task("run", total=total, rate="")
+        bar.start()
+        try:
             while True:
                 st = service.stats
                 done = st.applied_total + st.skipped
                 rate = st.applied_total / max(st.elapsed(), 1e-9)
                 bar.update(task, completed=done, rate=f"{rate:,.0f} ev/s")
                 await asyncio.sleep(0.2)
+        finally:
+            bar.stop()
 
-        task_ref["updater"] = asyncio.ensure_future(update())
-
-    return hook
+    return progress
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -270,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         return _fail(EXIT_CONFIG, str(exc))
     if ns.command == "run":
-        return _run(config)
+        _run(config)
     from . import commands
 
     logs.configure(config.settings.log_format, config.settings.log_level, stream=sys.stderr)

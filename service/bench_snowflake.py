@@ -86,12 +86,12 @@ def _run_service(config: Config, sink: Any, on_start: Any = None) -> tuple[float
     """Run the real pipeline in this process; seconds from the first event to the drain."""
     started: list[float] = []
 
-    def start(service: Service) -> None:
+    async def start(service: Service) -> None:  # a background task that ends at once
         started.append(time.monotonic())
         if on_start is not None:
             on_start()
 
-    stats = asyncio.run(Service(config, sink=sink, on_start=start).run())
+    stats = asyncio.run(Service(config, sink=sink, background={"start": start}).run())
     return time.monotonic() - started[0], stats
 
 

@@ -11,8 +11,8 @@ This module is the one source of the SQL of that state (``cdc_streams``,
 ``verify``. Statements use ``?`` placeholders (a :class:`SqlSession` binds them).
 
 **One writer per shard, newest wins.** A starting process *claims* the shard:
-it raises ``writer_epoch`` in ``cdc_streams`` and stamps it on every checkpoint
-row, in one transaction, and only then reads the checkpoints it resumes from.
+it raises ``writer_epoch`` in ``cdc_streams``, then stamps it on every checkpoint
+row, and only then reads the checkpoints it resumes from.
 Each batch advances its checkpoints with a compare-and-set on that epoch, in the
 batch's own transaction; a process that has been taken over finds no row to
 advance, rolls its batch back and stops (:class:`Fenced`). Newest wins, as
@@ -125,14 +125,12 @@ def holder(session: SqlSession, shard: str) -> Holder | None:
     return None if row is None else Holder(int(row[0] or 0), row[1], row[2])
 
 
-def claim(
+def record(
     session: SqlSession, shard: str, identity: str, partitions: int, reset: bool, writer: str
-) -> Claim:
-    """Record the stream (if new), take the shard over, and read where it resumes.
-
-    Runs in the caller's transaction: the stream record, its checkpoint rows,
-    the new epoch and the checkpoints read back are one atomic step.
-    """
+) -> tuple[int, Holder | None]:
+    """First step of a claim, in its own transaction: record the stream (if new) and its
+    checkpoint rows, and raise the shard's writer epoch. Returns the new epoch and who
+    held the shard before (None: nobody did)."""
     now = clock.utc_now()
     if reset:
         prefix = order_prefix(shard)
@@ -161,11 +159,31 @@ def claim(
     )
     mine = holder(session, shard)
     assert mine is not None
-    session.execute(
-        "UPDATE cdc_checkpoints SET writer_epoch = ? WHERE shard = ?", [mine.epoch, shard]
+    return mine.epoch, previous if previous is not None and previous.epoch else None
+
+
+def stamp(session: SqlSession, shard: str, epoch: int, previous: Holder | None) -> Claim:
+    """Second step, in a transaction of its own whose first statement this is: put ``epoch``
+    on every checkpoint row of the shard, then read the checkpoints to resume from.
+
+    From its commit on, a batch of an older writer finds no row to advance. Its own
+    transaction is short on purpose: on the emulator (DuckDB underneath) it fails if an
+    older writer's batch commits a checkpoint while it runs (and is retried). Epochs only
+    rise: a newer claim that stamped first wins, and this one is fenced at once. (``<=``:
+    a copy of this statement re-sent after a lost reply stamps the same rows again.)
+    """
+    stamped = session.changed(
+        "UPDATE cdc_checkpoints SET writer_epoch = ? "
+        "WHERE shard = ? AND (writer_epoch IS NULL OR writer_epoch <= ?)",
+        [epoch, shard, epoch],
     )
-    had = previous if previous is not None and previous.epoch else None
-    return Claim(shard, mine.epoch, _checkpoints(session, shard), had)
+    if not stamped:
+        now = holder(session, shard)
+        raise Fenced(
+            f"shard {shard!r} was taken over by {now.describe() if now else 'another writer'} "
+            f"while this process (writer epoch {epoch}) was starting: it stops"
+        )
+    return Claim(shard, epoch, _checkpoints(session, shard), previous)
 
 
 def advance(

@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
-from . import logs
+from . import logs, threads
 from .batcher import Batcher
 from .events import Batch, Chunk, Op
 from .metrics import Metrics, Stats
@@ -40,36 +39,32 @@ class Applier:
     def __init__(self, worker: int, stats: Stats, metrics: Metrics) -> None:
         self.worker = worker
         self._stats, self._metrics = stats, metrics
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"cdc-worker-{worker}")
+        self._thread = threads.Worker(f"cdc-worker-{worker}")
         self._writer: Writer | None = None
         self._inflight: asyncio.Future[tuple[float, int]] | None = None
         self._batch: Batch | None = None
 
     async def open(self, sink: Sink) -> None:
         """The writer is created on the thread that will use it."""
-        loop = asyncio.get_running_loop()
-        self._writer = await loop.run_in_executor(self._executor, sink.writer, self.worker)
+        self._writer = await self._thread.submit(sink.writer, self.worker)
 
     async def submit(self, batch: Batch) -> None:
         """Wait for the batch in flight to commit, then start this one."""
         await self.settle()
         assert self._writer is not None
-        loop = asyncio.get_running_loop()
         self._batch = batch
-        self._inflight = loop.run_in_executor(self._executor, _apply, self._writer, batch)
+        self._inflight = self._thread.submit(_apply, self._writer, batch)
 
     async def settle(self) -> None:
         """Wait for the batch in flight, and account for it."""
         if self._inflight is None or self._batch is None:
             return
-        try:
-            seconds, retries = await self._inflight
-        except BaseException:
-            self._metrics.errors.inc()
-            raise
+        # Shielded: a cancelled waiter must not cancel the batch's future (the batch goes
+        # on, on its thread, and close() still waits for it before closing the writer).
+        seconds, retries = await asyncio.shield(self._inflight)
         batch, self._inflight, self._batch = self._batch, None, None
         self._stats.record_batch(batch, retries)
-        self._metrics.record_batch(batch, seconds, retries)
+        self._metrics.record_batch(batch, seconds)
         sizes = batch.sizes()
         log.debug(
             "sink.batch_committed",
@@ -84,14 +79,16 @@ class Applier:
 
     async def close(self) -> None:
         """Never close a connection under a transaction: let the batch in flight commit or
-        fail on its thread first (its checkpoint says which, next time)."""
-        loop = asyncio.get_running_loop()
-        if self._inflight is not None:
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(self._inflight)
-        if self._writer is not None:
-            await loop.run_in_executor(self._executor, self._writer.close)
-        self._executor.shutdown(wait=False)
+        fail on its thread first (its checkpoint says which, next time). A shutdown that has
+        run out of time does not wait for this (the runner abandons the thread)."""
+        try:
+            if self._inflight is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._inflight)
+            if self._writer is not None:
+                await self._thread.submit(self._writer.close)
+        finally:
+            self._thread.stop()
 
 
 async def _next(queue: EventQueue, deadline: float | None) -> Chunk | Literal[False] | None:

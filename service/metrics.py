@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .events import Batch, Op
+from .retry import Phase
 
 OPS = (Op.INSERT, Op.UPDATE, Op.DELETE)
 
@@ -74,8 +75,15 @@ class Metrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
-        self.retries = Counter("cdc_apply_retries", "Batch applications retried", registry=r)
-        self.errors = Counter("cdc_apply_errors", "Batch applications that failed", registry=r)
+        self.retries = Counter(
+            "cdc_retries", "Remote operations retried, by phase", ["phase"], registry=r
+        )
+        self.errors = Counter(
+            "cdc_errors",
+            "Operations that failed for good, by phase and kind (transient: retries ran out)",
+            ["phase", "kind"],
+            registry=r,
+        )
         self.last_commit = Gauge(
             "cdc_last_commit_timestamp_seconds", "Unix time of the last commit", registry=r
         )
@@ -86,19 +94,27 @@ class Metrics:
         self._app = {op: self.applied.labels(op=op.name.lower()) for op in OPS}
         for state in ("SUCCEEDED", "FAILED"):
             self.refresh_runs.labels(state=state)
+        for phase in Phase:  # every series shows from the start, at 0
+            self.retries.labels(phase=str(phase))
 
     def count_generated(self, counts: dict[Op, int]) -> None:
         for op, n in counts.items():
             if n:
                 self._gen[op].inc(n)
 
-    def record_batch(self, batch: Batch, seconds: float, retries: int) -> None:
-        """A batch committed after ``seconds`` and ``retries``."""
+    def retried(self, phase: str) -> None:
+        """A remote operation is about to be tried again (``retry.Observer``)."""
+        self.retries.labels(phase=str(phase)).inc()
+
+    def failed(self, phase: str, kind: str) -> None:
+        """An operation failed for good (``retry.Observer``)."""
+        self.errors.labels(phase=str(phase), kind=kind).inc()
+
+    def record_batch(self, batch: Batch, seconds: float) -> None:
+        """A batch committed after ``seconds``."""
         for op, n in batch.counts.items():
             if n:
                 self._app[op].inc(n)
-        if retries:
-            self.retries.inc(retries)
         self.batch_events.observe(batch.size)
         self.batch_apply.observe(seconds)
         self.last_commit.set(time.time())

@@ -1,29 +1,33 @@
 """Wiring, supervision, signals and the shutdown order.
 
-Start: open the target, settle which stream this is and where each partition
-resumes, then run the producer and one consumer per worker under one
-``TaskGroup``: if any of them dies, the others are cancelled and the error
-surfaces here, so nothing hangs and nothing dies silently.
+Start: the signal handlers first, then the HTTP server, then open the target
+(sign in, create the tables), settle which stream this is and claim its shard.
+A signal during any of that ends the start at once: nothing was accepted yet.
+
+Run: the producer and one consumer per worker (the pipeline), beside the
+background tasks (the throughput reporter, the local refresher, the progress
+bar). Every one is supervised: if any of them fails, the others are cancelled,
+each failure is named, and the run ends with exit 1; nothing dies silently.
 
 Stop (SIGTERM/SIGINT, or the bound reached): stop generating; every consumer
 drains its queue, applies its partial batch and commits; connections close;
-exit 0. All of it within ``shutdown_timeout`` seconds, after which, or on a
-second signal, the run is abandoned (exit 1): what was committed stays
-consistent with its checkpoints, and the next run resumes from them.
+exit 0. All of it before the deadline (``shutdown_timeout`` seconds after the
+signal), after which, or on a second signal, the run is abandoned (exit 1)
+without waiting for any thread: what was committed stays consistent with its
+checkpoints (each batch is one transaction), and the next run resumes from them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from . import checkpoint, logs, scheduler, warehouse
+from . import checkpoint, logs, scheduler, threads, warehouse
 from .checkpoint import resolve
 from .config import Config, ConfigError
 from .consumers import consume
@@ -37,12 +41,26 @@ from .sinks import make_sink
 from .sinks.base import Sink
 
 log = logs.get("runner")
+T = TypeVar("T")
 
 REPORT_EVERY = 5.0
+#: What a forced stop still grants cancelled stages to unwind (seconds).
+UNWIND = 1.0
+
+#: A background task: given the running service, a coroutine that runs until cancelled.
+Background = Callable[["Service"], Coroutine[Any, Any, None]]
 
 
 class ForcedExit(Exception):
     """The drain did not finish: a second signal, or the shutdown timeout."""
+
+
+class StageFailed(Exception):
+    """One or more stages failed; ``failures`` names each (stage, exception)."""
+
+    def __init__(self, failures: list[tuple[str, BaseException]]) -> None:
+        super().__init__("; ".join(f"{name}: {logs.one_line(exc)}" for name, exc in failures))
+        self.failures = failures
 
 
 @dataclass
@@ -60,27 +78,29 @@ class Service:
         config: Config,
         sink: Sink | None = None,
         metrics: Metrics | None = None,
-        on_start: Callable[[Service], Any] | None = None,
+        background: Mapping[str, Background] | None = None,
     ) -> None:
         self.config = config
         self.settings = config.settings
-        self.sink = sink or make_sink(config)
         self.metrics = metrics or Metrics()
+        self.sink = sink or make_sink(config, observer=self.metrics)
         self.stats = Stats()
         self.state = State()
         self.identity: StreamIdentity | None = None
         self.stream: OrderStream | None = None
         self.queues: list[EventQueue] = []
+        self._background = dict(background or {})
         self._stopping = asyncio.Event()
         self._forced = asyncio.Event()
-        self._on_start = on_start
+        self._deadline: float | None = None
+        self._checkpoints: dict[int, int] = {}
         self.stop_reason: str | None = None
         self.http: HttpServer | None = None
 
     # -- signals -------------------------------------------------------------
 
     def request_stop(self, reason: str) -> None:
-        """First call: drain and stop. Second call: give up at once."""
+        """First call: drain and stop, by the deadline. Second call: give up at once."""
         loop = asyncio.get_running_loop()
         if self._stopping.is_set():
             log.warning("service.forced", reason=f"second {reason}")
@@ -89,9 +109,10 @@ class Service:
         self.stop_reason = reason
         self.state.draining = True
         self.state.ready = False
+        self._deadline = loop.time() + self.settings.shutdown_timeout
         log.info("service.stopping", reason=reason, timeout_s=self.settings.shutdown_timeout)
         self._stopping.set()
-        loop.call_later(self.settings.shutdown_timeout, self._timeout)
+        loop.call_at(self._deadline, self._timeout)
 
     def _timeout(self) -> None:
         if not self._forced.is_set():
@@ -102,17 +123,41 @@ class Service:
             )
             self._forced.set()
 
+    def _left(self) -> float | None:
+        """Seconds to the deadline (None: no stop requested)."""
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - asyncio.get_running_loop().time())
+
+    async def _unless_stopped(self, work: Awaitable[T]) -> tuple[bool, T | None]:
+        """``work``, unless a stop is requested first: then it is abandoned (its thread,
+        if any, left to finish or not on its own) and ``(False, None)`` returned."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task.done():
+            return True, task.result()
+        task.cancel()
+        return False, None
+
     # -- the run -------------------------------------------------------------
 
     async def open(self) -> StreamIdentity:
         """Connect, create the schema, and settle the stream and its checkpoints."""
         sink, s = self.sink, self.settings
-        await asyncio.to_thread(sink.open)
-        await asyncio.to_thread(warehouse.prepare, sink)
-        stored = await asyncio.to_thread(sink.load_stream)
+        await threads.run(sink.open, name="cdc-open")
+        await threads.run(warehouse.prepare, sink, name="cdc-layers")
+        stored = await threads.run(sink.load_stream, name="cdc-stream")
         identity = resolve(self.config, stored)
-        claim = await asyncio.to_thread(
-            sink.claim_stream, json.dumps(identity.as_dict()), identity.partitions, s.reset
+        claim = await threads.run(
+            sink.claim_stream,
+            json.dumps(identity.as_dict()),
+            identity.partitions,
+            s.reset,
+            name="cdc-claim",
         )
         self.identity = identity
         self._checkpoints = claim.checkpoints
@@ -139,73 +184,129 @@ class Service:
         return identity
 
     async def run(self) -> Stats:
-        """Run to the end of the stream, the duration, or a signal. Returns the counts."""
+        """Run to the end of the stream, the duration, or a signal. Returns the counts.
+
+        Raises :class:`ForcedExit` when the drain was abandoned, :class:`StageFailed`
+        when a stage failed.
+        """
         loop = asyncio.get_running_loop()
         s = self.settings
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
-        http = None
+        opened = False
         try:
             if s.http_port:
-                http = self.http = HttpServer(self, s.http_host, s.http_port, s.stall_timeout)
-                try:
-                    await http.start()
-                except OSError as exc:
-                    http = None
-                    raise ConfigError(
-                        "CDC_HTTP_PORT",
-                        f"cannot listen on {s.http_host}:{s.http_port}: {exc.strerror}",
-                    ) from None
-            identity = await self.open()
+                await self._start_http()
+            started, identity = await self._unless_stopped(self.open())
+            opened = True
+            if not started or identity is None:
+                log.info("service.stopped", reason=self.stop_reason, before="the target opened")
+                return self.stats
             stream = self.stream = OrderStream(identity)
             router = Router(identity.partitions, s.workers, self._checkpoints)
             per_worker = max(1, s.queue_size // s.workers)
             self.queues = [EventQueue(per_worker) for _ in range(s.workers)]
             self.state.ready = True
-            if self._on_start is not None:
-                self._on_start(self)
-            pipeline = asyncio.ensure_future(self._pipeline(stream, router))
-            reporter = asyncio.ensure_future(self._report())
-            refresher = asyncio.ensure_future(
-                scheduler.schedule(self.sink, s.refresh_interval, self.metrics)
-            )
-            forced = asyncio.ensure_future(self._forced.wait())
-            try:
-                await asyncio.wait({pipeline, forced}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                reporter.cancel()
-                refresher.cancel()
-                forced.cancel()
-            if pipeline.done():
-                # A refresh in flight finishes and closes its connection before
-                # the sink closes under it (the scheduler bounds that wait).
-                with contextlib.suppress(BaseException):
-                    await refresher
-            if not pipeline.done():
-                pipeline.cancel()
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(pipeline, 2.0)
-                raise ForcedExit(self.stats)
-            pipeline.result()  # raises what a stage raised
+            await self._supervise(stream, router)
             if not self._stopping.is_set():
                 # A bounded run ends with fresh reporting layers (a drain on SIGTERM
-                # does not: it has a deadline to keep).
-                await asyncio.to_thread(scheduler.refresh_now, self.sink, self.metrics)
+                # does not: it has a deadline to keep; a signal here just stops it).
+                await self._unless_stopped(
+                    threads.run(scheduler.refresh_now, self.sink, self.metrics, name="cdc-refresh")
+                )
             self._summary()
             return self.stats
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             self.state.ready = False
-            await asyncio.to_thread(self.sink.close)
-            if http is not None:
-                await http.stop()
+            if opened and not self._forced.is_set():
+                # Connections close within what is left of the deadline (never past it).
+                await self._close_sink()
+            if self.http is not None:
+                await self.http.stop()
+
+    async def _close_sink(self) -> None:
+        """Close the target's connections within what is left of the deadline (never past it);
+        a failure to close is one warning line, never a mask over why the run ended."""
+        try:
+            await asyncio.wait_for(threads.run(self.sink.close), self._left() or 10.0)
+        except TimeoutError:
+            log.warning("sink.close_abandoned", reason="the deadline passed")
+        except Exception as exc:
+            log.warning("sink.close_failed", error=logs.one_line(exc))
+
+    async def _start_http(self) -> None:
+        s = self.settings
+        http = HttpServer(self, s.http_host, s.http_port, s.stall_timeout)
+        try:
+            await http.start()
+        except OSError as exc:
+            raise ConfigError(
+                "CDC_HTTP_PORT", f"cannot listen on {s.http_host}:{s.http_port}: {exc.strerror}"
+            ) from None
+        self.http = http
+
+    async def _supervise(self, stream: OrderStream, router: Router) -> None:
+        """The pipeline beside the background tasks, until the pipeline ends; any failure
+        cancels the rest and is raised (all of them named); a forced stop abandons all."""
+        s = self.settings
+        stages: dict[asyncio.Task[Any], str] = {}
+        pipeline = asyncio.ensure_future(self._pipeline(stream, router))
+        stages[pipeline] = "pipeline"
+        background: dict[str, Background] = {
+            "reporter": lambda service: service._report(),
+            "refresher": lambda service: scheduler.schedule(
+                service.sink, s.refresh_interval, service.metrics
+            ),
+            **self._background,
+        }
+        for name, make in background.items():
+            stages[asyncio.ensure_future(make(self))] = name
+        forced: asyncio.Task[Any] = asyncio.ensure_future(self._forced.wait())
+        failures: list[tuple[str, BaseException]] = []
+        try:
+            pending: set[asyncio.Task[Any]] = set(stages)
+            while pipeline in pending:
+                done, pending = await asyncio.wait(
+                    pending | {forced}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if forced in done:
+                    await self._abandon(set(stages))
+                    raise ForcedExit(self.stats)
+                pending.discard(forced)
+                for task in done:
+                    if not task.cancelled() and task.exception() is not None:
+                        failures += _named(stages[task], task.exception())
+                if failures:
+                    break
+        finally:
+            forced.cancel()
+        rest = {t for t in stages if not t.done()}
+        for task in rest:
+            task.cancel()
+        if rest:
+            # A refresh in flight finishes and closes its session before the sink closes
+            # (the scheduler bounds that), within the deadline when there is one.
+            await asyncio.wait(rest, timeout=self._left())
+        for task in rest:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                failures += _named(stages[task], task.exception())
+        if failures:
+            raise StageFailed(failures)
+
+    async def _abandon(self, tasks: set[asyncio.Task[None]]) -> None:
+        """A forced stop: cancel everything, grant it a moment to unwind, wait no longer."""
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=UNWIND)
 
     async def _pipeline(self, stream: OrderStream, router: Router) -> None:
         s = self.settings
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(
+                _stage(
+                    "producer",
                     produce(
                         stream,
                         router,
@@ -217,10 +318,13 @@ class Service:
                         duration=s.duration,
                         rate=s.rate,
                     ),
-                    name="producer",
-                )
-                for w, q in enumerate(self.queues):
-                    tg.create_task(
+                ),
+                name="producer",
+            )
+            for w, q in enumerate(self.queues):
+                tg.create_task(
+                    _stage(
+                        f"consumer-{w}",
                         consume(
                             w,
                             q,
@@ -230,14 +334,9 @@ class Service:
                             batch_size=s.batch_size,
                             flush_interval=s.flush_interval,
                         ),
-                        name=f"consumer-{w}",
-                    )
-        except BaseExceptionGroup as group:
-            # One stage failed and the others were cancelled: surface the cause.
-            first = group.exceptions[0]
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
-            raise first from None
+                    ),
+                    name=f"consumer-{w}",
+                )
 
     def queue_depth(self) -> int:
         return sum(q.qsize() for q in self.queues)
@@ -276,3 +375,29 @@ class Service:
             producer_blocked_s=round(st.blocked_seconds, 3),
             stream_seq=self.stream.seq if self.stream else 0,
         )
+
+
+class _Failed(Exception):
+    """A stage's exception, with the stage's name."""
+
+    def __init__(self, stage: str, exc: BaseException) -> None:
+        super().__init__(stage)
+        self.stage, self.exc = stage, exc
+
+
+async def _stage(name: str, work: Awaitable[None]) -> None:
+    try:
+        await work
+    except Exception as exc:
+        raise _Failed(name, exc) from exc
+
+
+def _named(name: str, exc: BaseException | None) -> list[tuple[str, BaseException]]:
+    """(stage, exception) of every failure in ``exc`` (a task group's failures, one by one)."""
+    if exc is None:
+        return []
+    if isinstance(exc, _Failed):
+        return [(exc.stage, exc.exc)]
+    if isinstance(exc, BaseExceptionGroup):
+        return [f for e in exc.exceptions for f in _named(name, e)]
+    return [(name, exc)]

@@ -14,11 +14,14 @@ import contextlib
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from . import clock, logs, sqlfiles, warehouse
+from . import clock, logs, sqlfiles, threads, warehouse
 from .metrics import Metrics
-from .sinks.base import Sink, SqlSession, Warehouse
+from .retry import Phase
+from .sinks.base import Sink, SinkError, SqlSession, Warehouse
+
+T = TypeVar("T")
 
 log = logs.get("warehouse")
 
@@ -83,37 +86,50 @@ def history(
     return [d[0].lower() for d in cur.description], [tuple(r) for r in cur.fetchall()]
 
 
-def run_task(connect: Callable[[], SqlSession], scheduled: dt.datetime) -> Run:
-    """One run of the local task on its own session: refresh, then record the outcome.
+class Sessions(Protocol):
+    """Runs ``fn`` on a session of the target (``Sink.run``: retried where it is remote)."""
 
-    A failure is recorded (and returned), never raised: the schedule goes on.
-    """
+    def __call__(self, fn: Callable[[SqlSession], T], doing: str, phase: Phase) -> T: ...
+
+
+class _Plain:
+    def __init__(self, connect: Callable[[], SqlSession]) -> None:
+        self._connect = connect
+
+    def __call__(self, fn: Callable[[SqlSession], T], doing: str, phase: Phase) -> T:
+        session = self._connect()
+        try:
+            return fn(session)
+        finally:
+            with contextlib.suppress(Exception):
+                session.close()
+
+
+def sessions(connect: Callable[[], SqlSession]) -> Sessions:
+    """Sessions from ``connect``, one per call, not retried."""
+    return _Plain(connect)
+
+
+def run_task(run: Sessions, scheduled: dt.datetime) -> Run:
+    """One run of the local task: refresh (retried as the target's policy says), then record
+    the outcome. A failure is recorded (and returned), never raised: the schedule goes on."""
     started = clock.utc_now()
-    session = None
     rows: int | None = None
     error: str | None = None
     try:
-        session = connect()
-        rows = warehouse.materialize(session)
+        rows = run(warehouse.materialize, "refreshing the warehouse layers", Phase.REFRESH)
     except Exception as exc:
-        error = logs.one_line(exc)
+        error = logs.one_line(exc) if not isinstance(exc, SinkError) else str(exc)
     state = "FAILED" if error else "SUCCEEDED"
-    run = Run(TASK, scheduled, started, clock.utc_now(), state, error, rows)
+    done = Run(TASK, scheduled, started, clock.utc_now(), state, error, rows)
     try:
-        if session is not None:
-            record(session, run)
+        run(lambda session: record(session, done), "recording the refresh", Phase.REFRESH)
     except Exception as exc:
         log.error("warehouse.history_failed", error=logs.one_line(exc))
-    finally:
-        if session is not None:
-            with contextlib.suppress(Exception):
-                session.close()
-    return run
+    return done
 
 
-async def run_schedule(
-    connect: Callable[[], SqlSession], interval: float, metrics: Metrics | None = None
-) -> None:
+async def run_schedule(run: Sessions, interval: float, metrics: Metrics | None = None) -> None:
     """Play the task every ``interval`` seconds until cancelled.
 
     Runs keep to the schedule (the n-th is due at start + n x interval, however
@@ -127,16 +143,16 @@ async def run_schedule(
         due = mono0 + n * interval
         await asyncio.sleep(max(0.0, due - loop.time()))
         scheduled = wall0 + dt.timedelta(seconds=n * interval)
-        work = asyncio.ensure_future(asyncio.to_thread(run_task, connect, scheduled))
+        work = threads.run(run_task, run, scheduled, name="cdc-refresh")
         try:
-            run = await asyncio.shield(work)
+            done = await asyncio.shield(work)
         except asyncio.CancelledError:
             # Let the refresh in flight finish and close its connection before the caller
             # closes the sink under it (bounded: a shutdown has a time limit).
             with contextlib.suppress(BaseException):
                 _count(await asyncio.wait_for(work, CANCEL_WAIT), metrics)
             raise
-        _count(run, metrics)
+        _count(done, metrics)
         behind = int((loop.time() - mono0) // interval)
         if behind > n:
             log.warning("warehouse.refresh_skipped", runs=behind - n, interval_s=interval)
@@ -167,14 +183,14 @@ def refresh_now(sink: Sink, metrics: Metrics | None = None) -> Run | None:
     if sink.warehouse is Warehouse.NONE:
         return None
     if sink.warehouse is Warehouse.LOCAL:
-        run = run_task(sink.connect_sql, clock.utc_now())
-        _count(run, metrics)
-        return run
-    session = sink.connect_sql()
-    try:
-        session.execute(sqlfiles.refresh_statement())
-    finally:
-        session.close()
+        done = run_task(sink.run, clock.utc_now())
+        _count(done, metrics)
+        return done
+    sink.run(
+        lambda session: session.execute(sqlfiles.refresh_statement()),
+        "refreshing the dynamic tables",
+        Phase.REFRESH,
+    )
     return None
 
 
@@ -182,4 +198,4 @@ async def schedule(sink: Sink, interval: float, metrics: Metrics) -> None:
     """Refresh the layers every ``interval`` seconds where the target has no task of its own."""
     if sink.warehouse is not Warehouse.LOCAL:
         return  # Snowflake: the task refresh_orders_agg does it; null: nothing to refresh
-    await run_schedule(sink.connect_sql, interval, metrics)
+    await run_schedule(sink.run, interval, metrics)

@@ -13,6 +13,7 @@ from sqlglot import exp
 
 from . import decompose, deltas, logs, sqlfiles
 from .config import Names
+from .retry import Phase
 from .sinks.base import Sink, SinkError, SqlSession, Warehouse, transaction
 
 
@@ -76,12 +77,13 @@ def prepare(sink: Sink) -> None:
     """Create the warehouse layers on the target (idempotent): ``init``, and ``run`` at start."""
     if sink.warehouse is Warehouse.NONE:
         return
-    session = sink.connect_sql()
     try:
-        apply_ddl(session, sink.warehouse, sink.names)
+        sink.run(
+            lambda session: apply_ddl(session, sink.warehouse, sink.names),
+            "creating the warehouse layers",
+            Phase.LAYERS,
+        )
     except (SinkError, ValueError):
         raise
     except Exception as exc:
         raise SinkError(f"creating the warehouse layers failed: {logs.one_line(exc)}") from None
-    finally:
-        session.close()

@@ -21,7 +21,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -67,6 +67,8 @@ class Gate:
     stall: float = 0.0
     victim: str | None = None
     stalled: tuple[float, float] | None = None
+    #: Awaited with each statement before fakesnow runs it (it may hold it, or end its session).
+    hook: Callable[[Recorded], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         if self.app is None:
@@ -117,6 +119,8 @@ class Gate:
                 await asyncio.sleep(self.stall)
                 fakesnow_server().sessions.pop(token, None)
                 self.stalled = (start, time.monotonic())
+            if self.hook is not None:
+                await self.hook(rec)
         replayed = False
 
         async def again() -> dict[str, Any]:
@@ -143,6 +147,35 @@ class Gate:
             if expected is None or data.get("PASSWORD") != expected:
                 return _refusal("390100", "Incorrect username or password was specified.")
         return None
+
+
+def as_rows(fetched: list[tuple[Any, ...]]) -> dict[str, tuple[object, ...]]:
+    """Rows of ROWS_SQL as the stream carries them (epoch seconds, cents); an id twice fails."""
+    out: dict[str, tuple[object, ...]] = {}
+    for oid, cust, when, status, amount, product, qty in fetched:
+        cents = int(Decimal(amount).scaleb(2))
+        epoch = int((when - _EPOCH).total_seconds())
+        if oid in out:
+            raise AssertionError(f"duplicate order_id {oid}")
+        out[oid] = (oid, cust, epoch, status, cents, product, qty)
+    return out
+
+
+def end_session(token: str) -> None:
+    """What a server does when a client vanishes: its open transaction is rolled back and its
+    session ends (fakesnow keeps both forever otherwise); the client's next request gets 401."""
+    conn = fakesnow_server().sessions.pop(token, None)
+    if conn is not None:
+        conn.rollback()
+
+
+def committed_rows(sql: str, database: str = "ECOMM") -> list[tuple[Any, ...]]:
+    """What another session sees right now (run inside the server: no HTTP round trip)."""
+    conn = fakesnow_server().shared_fs.connect(database, "PUBLIC")
+    try:
+        return list(conn.cursor().execute(sql).fetchall())
+    finally:
+        conn.close()
 
 
 def _refusal(code: str, message: str) -> dict[str, Any]:
@@ -231,14 +264,7 @@ class Server:
         try:
             cur = conn.cursor()
             cur.execute(ROWS_SQL)
-            out: dict[str, tuple[object, ...]] = {}
-            for oid, cust, when, status, amount, product, qty in cur.fetchall():
-                cents = int(Decimal(amount).scaleb(2))
-                epoch = int((when - _EPOCH).total_seconds())
-                if oid in out:
-                    raise AssertionError(f"duplicate order_id {oid}")
-                out[oid] = (oid, cust, epoch, status, cents, product, qty)
-            return out
+            return as_rows(cur.fetchall())
         finally:
             conn.close()
 

@@ -2,9 +2,13 @@
 
 It reads each HTTP request whole (so a rule can see the statement in it) and
 then, as the rule says: passes it; resets the connection before sending it
-(the request is lost); sends half of it and resets (lost mid-request); or
+(the request is lost); sends half of it and resets (lost mid-request);
 sends it and resets the connection when the reply starts to come back (the
-server did the work, the client never hears of it: the ambiguous case).
+server did the work, the client never hears of it: the ambiguous case); or
+passes the first bytes of the reply and then resets (a reply cut off
+mid-body: the connector raises ChunkedEncodingError). ``silent`` makes the
+network go quiet: connections are accepted, requests read, nothing answered, and
+what was sent into the silence is never delivered.
 A reset is a real TCP RST (SO_LINGER 0), as a load balancer or NAT would send.
 """
 
@@ -14,6 +18,7 @@ import contextlib
 import gzip
 import json
 import random
+import re
 import socket
 import struct
 import threading
@@ -22,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-PASS, LOSE, HALF, NO_REPLY = "pass", "lose", "half", "no_reply"
+PASS, LOSE, HALF, NO_REPLY, CUT = "pass", "lose", "half", "no_reply", "cut"
 
 
 @dataclass(frozen=True)
@@ -30,10 +35,19 @@ class Request:
     path: str
     sql: str | None  # the statement of a query request
     token: str = ""  # the session it belongs to
+    tag: str = ""  # a sign-in's QUERY_TAG (the service tags its sessions: control, worker-N, sql)
 
     @property
     def verb(self) -> str:
         return (self.sql or "").lstrip().split(None, 1)[0].upper() if self.sql else ""
+
+    @property
+    def statement(self) -> str:
+        """The SQL without its leading comments (sql/'s files carry them)."""
+        return _COMMENTS.sub("", self.sql or "").lstrip()
+
+
+_COMMENTS = re.compile(r"^\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*", re.DOTALL)
 
 
 Rule = Callable[[Request], str]
@@ -95,21 +109,22 @@ def _describe(request: bytes) -> Request:
     lines = head.split(b"\r\n")
     path = lines[0].split(b" ")[1].decode(errors="replace") if b" " in lines[0] else ""
     sql = None
-    token = ""
+    token = tag = ""
     for ln in lines[1:]:
         if ln.lower().startswith(b"authorization:"):
             token = ln.split(b"=", 1)[-1].strip(b' "').decode(errors="replace")
-    if "/queries/v1/query-request" in path and body:
+    gzipped = any(ln.lower().startswith(b"content-encoding: gzip") for ln in lines)
+    if body and ("/queries/v1/query-request" in path or "/login-request" in path):
         try:
-            raw = (
-                gzip.decompress(body)
-                if any(ln.lower().startswith(b"content-encoding: gzip") for ln in lines)
-                else body
-            )
-            sql = json.loads(raw).get("sqlText")
+            data = json.loads(gzip.decompress(body) if gzipped else body)
         except (OSError, ValueError):
-            sql = None
-    return Request(path.split("?")[0], sql, token)
+            data = {}
+        if "/login-request" in path:
+            params = (data.get("data") or {}).get("SESSION_PARAMETERS") or {}
+            tag = str(params.get("QUERY_TAG", ""))
+        else:
+            sql = data.get("sqlText")
+    return Request(path.split("?")[0], sql, token, tag)
 
 
 class FaultProxy:
@@ -126,6 +141,11 @@ class FaultProxy:
         self._listener.listen(64)
         self.port = self._listener.getsockname()[1]
         self._stop = threading.Event()
+        #: While set, nothing is forwarded or answered (requests are held unanswered and
+        #: then dropped: a blackhole, as a network partition is).
+        self.silent = threading.Event()
+        #: Requests seen (every one, faulted or passed).
+        self.requests = 0
 
     def __enter__(self) -> FaultProxy:
         threading.Thread(target=self._accept, name="faultproxy", daemon=True).start()
@@ -134,6 +154,10 @@ class FaultProxy:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         _reset(self._listener)
+
+    def _count_request(self) -> None:
+        with self._lock:
+            self.requests += 1
 
     def _count(self, key: str) -> None:
         with self._lock:
@@ -156,8 +180,9 @@ class FaultProxy:
             return
         broken = threading.Event()
         no_reply = threading.Event()
+        cut = threading.Event()
         threading.Thread(
-            target=self._replies, args=(server, client, broken, no_reply), daemon=True
+            target=self._replies, args=(server, client, broken, no_reply, cut), daemon=True
         ).start()
         buf = bytearray()
         try:
@@ -166,7 +191,14 @@ class FaultProxy:
                 if request is None:
                     break
                 req = _describe(request)
+                if self.silent.is_set():
+                    # A network gone quiet drops what is sent into it: hold the
+                    # connection open, unanswered, and never deliver the request.
+                    while self.silent.is_set() and not self._stop.is_set():
+                        time.sleep(0.05)
+                    break
                 action = self.rule(req)
+                self._count_request()
                 if action != PASS:
                     self._count(f"{action} {req.verb or req.path}")
                 if action == LOSE:
@@ -177,6 +209,8 @@ class FaultProxy:
                     break
                 if action == NO_REPLY:
                     no_reply.set()
+                elif action == CUT:
+                    cut.set()
                 server.sendall(request)
         except OSError:
             pass
@@ -190,6 +224,7 @@ class FaultProxy:
         client: socket.socket,
         broken: threading.Event,
         no_reply: threading.Event,
+        cut: threading.Event,
     ) -> None:
         try:
             while not broken.is_set():
@@ -197,6 +232,9 @@ class FaultProxy:
                 if not data:
                     break
                 if no_reply.is_set():  # the server has answered: the work is done
+                    break
+                if cut.is_set():  # the headers and a little of the body, then a reset
+                    client.sendall(data[: max(1, min(len(data) - 1, 300))])
                     break
                 client.sendall(data)
         except OSError:

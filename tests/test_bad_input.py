@@ -25,6 +25,15 @@ from .conftest import cli
         ((), {"CDC_QUEUE_SIZE": "1e3x"}, "CDC_QUEUE_SIZE"),
         ((), {"CDC_SHARD": "a-b"}, "CDC_SHARD"),
         ((), {"CDC_BATCHSIZE": "10"}, "CDC_BATCHSIZE"),
+        # Outside what the whole pipeline supports (generator, DuckDB, TIMESTAMP_NTZ, verify).
+        (("--start", "9999-12-31T23:59:59"), {}, "--start"),
+        (("--start", "1969-12-31T23:59:59"), {}, "--start"),
+        (("--rate", "inf"), {}, "--rate"),
+        ((), {"CDC_RATE": "nan"}, "CDC_RATE"),
+        (("--duration", "inf"), {}, "--duration"),
+        (("--seed", str(2**64)), {}, "--seed"),
+        ((), {"CDC_REFRESH_INTERVAL": "0"}, "CDC_REFRESH_INTERVAL"),
+        ((), {"CDC_STALL_TIMEOUT": "1e300"}, "CDC_STALL_TIMEOUT"),
     ],
 )
 def test_bad_setting_exits_2_with_one_line(
@@ -79,3 +88,15 @@ def test_unwritable_duckdb_path_exits_2(tmp_path: Path, where: str) -> None:
     assert "--duckdb-path" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_a_stream_that_would_date_orders_past_year_9999_is_refused(tmp_path: Path) -> None:
+    """--events so many that the simulated clock passes 9999: exit 2 naming --events."""
+    db = tmp_path / "far.duckdb"
+    r = cli(
+        "run", "--events", str(10**13), "--start", "2999-06-01T00:00:00", "--duckdb-path", str(db)
+    )
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.startswith("ecomm-cdc: error: --events: ") and "9999" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not db.exists()

@@ -102,8 +102,8 @@ def test_metrics_move_and_readiness_flips_while_draining(tmp_path: Path) -> None
             "cdc_producer_blocked_seconds_total",
             "cdc_batch_events_bucket",
             "cdc_batch_apply_seconds_bucket",
-            "cdc_apply_retries_total",
-            "cdc_apply_errors_total",
+            "cdc_retries_total",
+            "cdc_errors_total",
             "cdc_last_commit_timestamp_seconds",
             "cdc_refresh_runs_total",
         ):
@@ -143,7 +143,7 @@ class Sink(DuckDBSink):
     def writer(self, worker):
         return Faulty(self.con.cursor(), self.claim)
 
-service.runner.make_sink = lambda config: Sink(config.settings.duckdb_path)
+service.runner.make_sink = lambda config, observer=None: Sink(config.settings.duckdb_path)
 sys.exit(cli.main(sys.argv[1:]))
 """
 CRASHING = FAULTY_SINK.format(

@@ -256,10 +256,13 @@ def test_task_history_on_the_emulator(sf: Any, sf_connect: Any) -> None:
     load_snowflake(sf, replay(identity(), 300))
     warehouse.apply_ddl(SnowSession(sf, autocommit=True), Warehouse.LOCAL, Names())
     scheduled = dt.datetime(2026, 1, 1, 12, 0, 0, 250_000)
-    ok = scheduler.run_task(lambda: SnowSession(sf_connect(), autocommit=True), scheduled)
+    ok = scheduler.run_task(
+        scheduler.sessions(lambda: SnowSession(sf_connect(), autocommit=True)), scheduled
+    )
     sf.cursor().execute("ALTER TABLE raw_orders RENAME TO raw_orders_gone")
     failed = scheduler.run_task(
-        lambda: SnowSession(sf_connect(), autocommit=True), scheduled + dt.timedelta(minutes=2)
+        scheduler.sessions(lambda: SnowSession(sf_connect(), autocommit=True)),
+        scheduled + dt.timedelta(minutes=2),
     )
     assert (ok.state, failed.state) == ("SUCCEEDED", "FAILED")
     assert failed.error is not None and "raw_orders" in failed.error.lower()

@@ -36,7 +36,9 @@ def _target(path: Path | str = ":memory:") -> duckdb.DuckDBPyConnection:
 async def _run_for(
     seconds: float, connect: Any, metrics: Metrics, during: Sequence[tuple[float, Any]] = ()
 ) -> None:
-    task = asyncio.ensure_future(scheduler.run_schedule(connect, INTERVAL, metrics))
+    task = asyncio.ensure_future(
+        scheduler.run_schedule(scheduler.sessions(connect), INTERVAL, metrics)
+    )
     t0 = time.monotonic()
     for at, action in during:
         await asyncio.sleep(max(0.0, at - (time.monotonic() - t0)))
@@ -132,7 +134,9 @@ def test_cancelling_waits_for_the_refresh_in_flight() -> None:
         return DuckSession(con.cursor())
 
     async def main() -> None:
-        task = asyncio.ensure_future(scheduler.run_schedule(slow_connect, 0.1, None))
+        task = asyncio.ensure_future(
+            scheduler.run_schedule(scheduler.sessions(slow_connect), 0.1, None)
+        )
         await asyncio.sleep(0.25)  # the first run is in its 0.4 s connect
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

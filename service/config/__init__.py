@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .snowflake import (
@@ -57,21 +57,40 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC)
 
 
+#: The ranges the whole pipeline supports (generator, DuckDB, Snowflake's
+#: TIMESTAMP_NTZ, verify): a setting outside them is refused, exit 2.
+FIRST_START = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LAST_START = dt.datetime(2999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+LAST_ORDER_DATE = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+GAP_SECONDS = 0.5  # the generator's simulated time per event (GeneratorSettings.mean_gap_seconds)
+MAX_EVENTS = 10**15
+MAX_SEED = 2**63 - 1
+MAX_RATE = 1e9
+MAX_SECONDS = 10**9
+
+
 class Settings(BaseModel):
     """Everything ``ecomm-cdc`` reads. Field names are the flag names (``--batch-size``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # inf and nan are not numbers a setting can mean ("--rate inf" is refused).
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     target: Target | None = Field(
         None,
         description="duckdb, snowflake, emulator or null; default: snowflake when "
         "Snowflake credentials are configured, else duckdb",
     )
-    events: int | None = Field(None, ge=1, description="stop after this many events of the stream")
-    duration: float | None = Field(None, gt=0, description="stop after this many seconds")
-    rate: float = Field(0.0, ge=0, description="events per second; 0 = as fast as possible")
+    events: int | None = Field(
+        None, ge=1, le=MAX_EVENTS, description="stop after this many events of the stream"
+    )
+    duration: float | None = Field(
+        None, gt=0, le=MAX_SECONDS, description="stop after this many seconds"
+    )
+    rate: float = Field(
+        0.0, ge=0, le=MAX_RATE, description="events per second; 0 = as fast as possible"
+    )
     seed: int | None = Field(
-        None, ge=0, description="stream seed (default 42, or the stored stream's)"
+        None, ge=0, le=MAX_SEED, description="stream seed (default 42, or the stored stream's)"
     )
     start: dt.datetime | None = Field(
         None,
@@ -107,14 +126,26 @@ class Settings(BaseModel):
     )
     http_port: int = Field(8080, ge=0, le=65535, description="health and metrics port; 0 = off")
     http_host: str = Field("0.0.0.0", description="address the HTTP server binds")  # noqa: S104
+    retry_timeout: float = Field(
+        600.0,
+        gt=0,
+        le=MAX_SECONDS,
+        description="seconds one remote operation is retried through transient failures",
+    )
     shutdown_timeout: float = Field(
         25.0, ge=0, le=3600, description="seconds to drain on SIGTERM before forcing exit"
     )
     stall_timeout: float = Field(
-        300.0, gt=0, description="seconds with events waiting and no commit before /healthz fails"
+        300.0,
+        gt=0,
+        le=MAX_SECONDS,
+        description="seconds with events waiting and no commit before /healthz fails",
     )
     refresh_interval: float = Field(
-        120.0, gt=0, description="seconds between local refreshes of the warehouse layers"
+        120.0,
+        ge=0.05,
+        le=MAX_SECONDS,
+        description="seconds between local refreshes of the warehouse layers",
     )
     emulator_path: Path | None = Field(
         None, description="emulator target: keep its database in this folder"
@@ -131,7 +162,29 @@ class Settings(BaseModel):
     @field_validator("start")
     @classmethod
     def _start_utc(cls, v: dt.datetime | None) -> dt.datetime | None:
-        return None if v is None else _utc(v)
+        if v is None:
+            return None
+        v = _utc(v)
+        if not FIRST_START <= v <= LAST_START:
+            raise ValueError(
+                f"must be between {FIRST_START:%Y-%m-%d} and {LAST_START:%Y-%m-%d} "
+                "(order dates are backdated 90 days and advance 0.5 s per event; "
+                "Snowflake's TIMESTAMP_NTZ and verify stop at year 9999)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _stream_fits(self) -> Settings:
+        """A bounded stream's clock must end before year 9999 (the unbounded one has
+        7,000 years: 4 x 10**11 events)."""
+        if self.start is not None and self.events is not None:
+            room = (LAST_ORDER_DATE - self.start).total_seconds()
+            if self.events * GAP_SECONDS > room:
+                raise ValueError(
+                    f"{self.events} events from {self.start:%Y-%m-%d} would date orders "
+                    f"after {LAST_ORDER_DATE:%Y}: start earlier or stop sooner"
+                )
+        return self
 
     @field_validator("shard")
     @classmethod
@@ -180,7 +233,8 @@ def _setting_name(field: str, flags: Mapping[str, Any], prefix: str) -> str:
 
 def _first_error(exc: ValidationError, flags: Mapping[str, Any], prefix: str) -> ConfigError:
     err = exc.errors()[0]
-    field = str(err["loc"][0]) if err["loc"] else "?"
+    # A check across fields (the stream's end date) is blamed on --events, the one to change.
+    field = str(err["loc"][0]) if err["loc"] else "events"
     if field == "SNOWFLAKE_SCHEMA":
         field = "schema_"
     name = _setting_name(field, flags, prefix)

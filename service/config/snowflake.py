@@ -89,6 +89,9 @@ class ConnectionSpec:
             "paramstyle": "pyformat",
             "login_timeout": max(1, math.ceil(self.login_timeout)),
             "network_timeout": max(1, math.ceil(self.network_timeout)),
+            # The only bound on one request (connect and read); network_timeout only ends
+            # the connector's own retries, and its default socket timeout is 60 s.
+            "socket_timeout": max(1, math.ceil(min(self.network_timeout, 60.0))),
             "application": "ecomm-cdc",
             "session_parameters": {"QUERY_TAG": f"ecomm-cdc {tag}"},
         }

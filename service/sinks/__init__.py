@@ -6,11 +6,15 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..retry import Observer
     from .base import Sink
 
 
-def make_sink(config: Config) -> Sink:
-    """The sink for the configured target (imports only what that target needs)."""
+def make_sink(config: Config, observer: Observer | None = None) -> Sink:
+    """The sink for the configured target (imports only what that target needs).
+
+    ``observer`` counts the retries of a remote target (the service's metrics).
+    """
     target, s = config.target, config.settings
     if target == "duckdb":
         from .duckdb import DuckDBSink
@@ -25,11 +29,11 @@ def make_sink(config: Config) -> Sink:
     if target == "snowflake":
         from .snowflake.sink import SnowflakeSink
 
-        return SnowflakeSink(config)
+        return SnowflakeSink(config, observer=observer)
     if target == "emulator":
         from .emulator import EmulatorSink
 
-        return EmulatorSink(config)
+        return EmulatorSink(config, observer=observer)
     if target == "null":
         from .null import NullSink
 

@@ -15,12 +15,17 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import enum
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from ..config import Names
 from ..events import Batch
+
+if TYPE_CHECKING:
+    from ..retry import Phase
+
+T = TypeVar("T")
 
 Dialect = Literal["duckdb", "snowflake"]
 
@@ -179,5 +184,9 @@ class Sink(Protocol):
 
         Valid after ``open``; the caller closes it.
         """
+
+    def run(self, fn: Callable[[SqlSession], T], doing: str, phase: Phase) -> T:
+        """``fn`` on a new session (closed afterwards), retried as one operation where the
+        target is remote: the warehouse layers, a refresh."""
 
     def close(self) -> None: ...

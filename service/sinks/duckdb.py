@@ -13,26 +13,31 @@ import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import checkpoint, clock, logs, sqlfiles
+from .. import checkpoint, clock, logs, schema, sqlfiles
 from ..config import Names
 from ..events import ORDER_DIGITS, STATUSES, Batch, Changes, Op, customer_id, product_id
 from .base import (
     Claim,
     Dialect,
     SinkError,
+    SqlSession,
     StoredStream,
     TargetConfigError,
     Warehouse,
     transaction,
 )
 
+if TYPE_CHECKING:
+    from ..retry import Phase
+
+T = TypeVar("T")
 _AMOUNT = pa.decimal128(12, 2)
 _SCHEMA = pa.schema(
     [
@@ -61,10 +66,14 @@ DELETE FROM raw_orders
 WHERE order_id BETWEEN ? AND ?
   AND order_id IN (SELECT order_id FROM cdc_batch WHERE op <> 1)
 """
-#: WAL size that triggers a checkpoint. DuckDB's default (16 MB) checkpoints
-#: every few batches, which doubled the cost of a commit; the WAL is replayed
-#: on open after a crash either way.
-_CHECKPOINT_THRESHOLD = "256MB"
+#: WAL size past which a writer forces a checkpoint after its commit. DuckDB's
+#: own automatic checkpoint needs a moment with no other transaction open, which
+#: four writers almost never leave it: the WAL then grew past 600 MB, and with it
+#: the version info of every row not yet checkpointed, memory DuckDB cannot spill
+#: (about 13 bytes per row): at 64 MB the run died of "failed to pin block" at
+#: 4-9M events. Forced every 16 MB, a checkpoint takes 0.25-0.4 s however large
+#: the table, aborts nothing, and DuckDB stays within 64 MB over 30M events.
+_WAL_LIMIT = 16 * 2**20
 #: DuckDB's memory limit (by default it would take 80 % of RAM): a floor, plus
 #: some per worker, since each open transaction pins blocks of its own. Measured
 #: with 64-event batches: at a flat 64 MB, 16 workers ran out of memory in 1 of 3
@@ -73,6 +82,16 @@ _CHECKPOINT_THRESHOLD = "256MB"
 #: batches ran through. Data beyond the limit lives in the file.
 _MEMORY_PER_WORKER_MB = 4
 _MEMORY_FLOOR_MB = 48
+#: The service's database never reaches outside its file: no extension is
+#: downloaded, installed or loaded on demand, and SQL cannot read or write
+#: other files (read_csv, COPY, ATTACH) — a query from outside runs with the same rules.
+_CONFIG = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "enable_external_access": False,
+}
+#: A DuckDB database file carries this at bytes 8..12.
+_MAGIC = b"DUCK"
 
 
 def _out_of_memory(exc: duckdb.Error) -> bool:
@@ -153,6 +172,36 @@ def batch_table(rows: Changes) -> pa.Table:
     )
 
 
+def _refuse_foreign_file(path: Path, setting: str) -> None:
+    """A file that is not a DuckDB database (SQLite, text, anything) is refused unopened."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise TargetConfigError(setting, f"cannot read {path}: {exc.strerror}") from None
+    if not head or head[8:12] == _MAGIC:
+        return
+    what = "a SQLite database" if head.startswith(b"SQLite format 3") else "not a DuckDB database"
+    raise TargetConfigError(
+        setting, f"{path} is {what}: nothing was changed. Point it at a DuckDB file of ecomm-cdc's"
+    )
+
+
+def _refuse_foreign_tables(session: SqlSession, path: Path, setting: str) -> None:
+    """Another program's DuckDB database: tables, but none of ecomm-cdc's stream tables."""
+    tables = schema.found(session)
+    if tables and "cdc_streams" not in tables:
+        listed = ", ".join(sorted(tables)[:6]) + (", ..." if len(tables) > 6 else "")
+        raise TargetConfigError(
+            setting,
+            f"{path} holds another program's tables ({listed}), not an ecomm-cdc stream: "
+            "nothing was changed. Point it at a file of its own",
+        )
+    schema.check(session, str(path), setting)
+
+
 class DuckSession:
     """A DuckDB connection (or cursor) as a :class:`SqlSession`."""
 
@@ -182,13 +231,43 @@ class DuckSession:
         self.con.close()
 
 
+class _Checkpointer:
+    """Forces a checkpoint once the WAL has grown past ``_WAL_LIMIT`` (one writer at a time)."""
+
+    def __init__(self, path: Path) -> None:
+        self._wal = Path(f"{path}.wal")
+        self._busy = threading.Lock()
+        self.forced = 0
+
+    def after_commit(self, con: duckdb.DuckDBPyConnection) -> None:
+        try:
+            if self._wal.stat().st_size < _WAL_LIMIT:
+                return
+        except FileNotFoundError:
+            return
+        if not self._busy.acquire(blocking=False):
+            return  # another writer is at it
+        try:
+            con.execute("FORCE CHECKPOINT")
+            self.forced += 1
+        finally:
+            self._busy.release()
+
+
 class DuckDBWriter:
     retries = 0  # a local file: nothing is retried
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, claim: Claim, memory_mb: int = 0) -> None:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        claim: Claim,
+        memory_mb: int = 0,
+        checkpointer: _Checkpointer | None = None,
+    ) -> None:
         self._session = DuckSession(con)
         self._claim = claim
         self._memory_mb = memory_mb
+        self._checkpointer = checkpointer
 
     def apply(self, batch: Batch) -> None:
         try:
@@ -231,6 +310,8 @@ class DuckDBWriter:
             # ROLLBACK failed refuses even this).
             with contextlib.suppress(duckdb.Error):
                 session.con.unregister("cdc_batch")
+        if self._checkpointer is not None:
+            self._checkpointer.after_commit(session.con)
 
     def close(self) -> None:
         self._session.close()
@@ -260,6 +341,7 @@ class DuckDBSink:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._claim: Claim | None = None
         self._lock = threading.Lock()
+        self._checkpointer = _Checkpointer(path)
 
     def open(self) -> None:
         path = self.path
@@ -271,22 +353,36 @@ class DuckDBSink:
             ) from None
         if path.is_dir():
             raise TargetConfigError(self._setting, f"{path} is a directory, not a database file")
+        _refuse_foreign_file(path, self._setting)
+        if path.exists() and path.stat().st_size:
+            # Look before touching: another program's database is refused unchanged.
+            with contextlib.closing(self._connect(read_only=True)) as con:
+                _refuse_foreign_tables(DuckSession(con), path, self._setting)
+        con = self._con = self._connect(read_only=False)
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET checkpoint_threshold = '{_WAL_LIMIT // 2**20}MB'")
+        con.execute(f"SET memory_limit = '{int(self.memory_mb)}MB'")
+        with transaction(DuckSession(con)) as session:
+            for stmt in sqlfiles.statements(sqlfiles.TABLE_FILES, self.names, dialect="duckdb"):
+                session.execute(stmt)
+            for stmt in sqlfiles.local_ddl("duckdb"):  # the change log of the local refresh
+                session.execute(stmt)
+
+    def _connect(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+        path = self.path
         try:
-            self._con = duckdb.connect(str(path))
+            return duckdb.connect(str(path), read_only=read_only, config=dict(_CONFIG))
         except duckdb.IOException as exc:
             text = logs.one_line(exc)
             if "lock" in text.lower():
                 raise SinkError(f"{path} is in use by another process ({text})") from None
-            raise TargetConfigError(self._setting, f"cannot open {path}: {text}") from None
+            raise TargetConfigError(
+                self._setting, f"cannot open {path}: truncated or damaged ({text})"
+            ) from None
         except duckdb.Error as exc:
             raise TargetConfigError(
                 self._setting, f"cannot open {path}: {logs.one_line(exc)}"
             ) from None
-        self._con.execute("SET TimeZone = 'UTC'")
-        self._con.execute(f"SET checkpoint_threshold = '{_CHECKPOINT_THRESHOLD}'")
-        self._con.execute(f"SET memory_limit = '{int(self.memory_mb)}MB'")
-        for stmt in sqlfiles.statements("00", self.names, "duckdb") + sqlfiles.local_ddl("duckdb"):
-            self._con.execute(stmt)
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -299,9 +395,11 @@ class DuckDBSink:
 
     def claim_stream(self, identity: str, partitions: int, reset: bool) -> Claim:
         with transaction(DuckSession(self.con)) as session:
-            self._claim = checkpoint.claim(
+            epoch, previous = checkpoint.record(
                 session, self.shard, identity, partitions, reset, checkpoint.this_writer()
             )
+        with transaction(DuckSession(self.con)) as session:
+            self._claim = checkpoint.stamp(session, self.shard, epoch, previous)
         return self._claim
 
     @property
@@ -314,11 +412,16 @@ class DuckDBSink:
     def writer(self, worker: int) -> DuckDBWriter:
         # A cursor is a connection of its own to the same database: one per worker thread.
         with self._lock:
-            return DuckDBWriter(self.con.cursor(), self.claim, self.memory_mb)
+            return DuckDBWriter(self.con.cursor(), self.claim, self.memory_mb, self._checkpointer)
 
     def connect_sql(self) -> DuckSession:
         with self._lock:
             return DuckSession(self.con.cursor())
+
+    def run(self, fn: Callable[[SqlSession], T], doing: str, phase: Phase) -> T:
+        """A local file: nothing to retry."""
+        with contextlib.closing(self.connect_sql()) as session:
+            return fn(session)
 
     def close(self) -> None:
         if self._con is not None:

@@ -28,7 +28,7 @@ from pydantic import SecretStr
 
 from .. import logs
 from ..config import DEFAULT_DATABASE, DEFAULT_SCHEMA, DEFAULT_WAREHOUSE, ConnectionSpec
-from ..retry import RetryPolicy
+from ..retry import Observer, RetryPolicy
 from .base import TargetConfigError, Warehouse
 from .snowflake.sink import SnowflakeSink
 from .snowflake.sql import MAX_LIST
@@ -152,8 +152,9 @@ class EmulatorSink(SnowflakeSink):
         policy: RetryPolicy | None = None,
         chunk_rows: int = MAX_LIST,
         server: Emulator | None = None,
+        observer: Observer | None = None,
     ) -> None:
-        super().__init__(config, policy=policy, chunk_rows=chunk_rows)
+        super().__init__(config, policy=policy, chunk_rows=chunk_rows, observer=observer)
         self.server = server or Emulator(path=config.settings.emulator_path)
         self._owns_server = server is None
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
 from ..config import Names
 from ..events import Batch
 from .base import Claim, SinkError, SqlSession, StoredStream, Warehouse, Writer
+
+if TYPE_CHECKING:
+    from ..retry import Phase
+
+T = TypeVar("T")
 
 
 class NullWriter:
@@ -38,6 +46,9 @@ class NullSink:
         return NullWriter()
 
     def connect_sql(self) -> SqlSession:
+        raise SinkError("the null target holds no data")
+
+    def run(self, fn: Callable[[SqlSession], T], doing: str, phase: Phase) -> T:
         raise SinkError("the null target holds no data")
 
     def close(self) -> None:

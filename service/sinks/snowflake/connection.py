@@ -28,12 +28,13 @@ log = logs.get("sink")
 T = TypeVar("T")
 
 
-def retrying(policy: retry.RetryPolicy, fn: Callable[[], T], doing: str) -> T:
+def retrying(policy: retry.RetryPolicy, fn: Callable[[], T], doing: str, phase: retry.Phase) -> T:
     """:func:`service.retry.retrying` with the connector's errors classified."""
     return retry.retrying(
         policy,
         fn,
         doing,
+        phase=phase,
         transient=errors.is_transient,
         describe=errors.describe,
         terminal=errors.terminal,
@@ -105,7 +106,15 @@ def open_connection(spec: ConnectionSpec, *, autocommit: bool, tag: str) -> Snow
     return conn
 
 
-def close_quietly(conn: Any) -> None:
+def close_quietly(conn: Any, *, rollback: bool = False) -> None:
+    """Close a connection, ending its open transaction first when ``rollback`` (a session that
+    still answers): a server may keep a vanished client's transaction, and its locks, open
+    until the session expires (Snowflake), or for ever (the emulator)."""
+    if rollback:
+        try:
+            conn.rollback()
+        except Exception as exc:
+            log.debug("sink.rollback_failed", error=logs.one_line(exc))
     try:
         conn.close(retry=False)
     except Exception as exc:  # a broken connection cannot say goodbye; the server times it out

@@ -19,6 +19,8 @@ import re
 import socket
 
 from snowflake.connector import errors as sf
+from snowflake.connector.vendored.requests import exceptions as _requests
+from snowflake.connector.vendored.urllib3 import exceptions as _urllib3
 
 from ... import logs
 from ..base import SinkError
@@ -87,6 +89,19 @@ _HTTP_TRANSIENT = (
     sf.OtherHTTPRetryableError,
     sf.RequestExceedMaxRetryError,
 )
+#: The connector's HTTP stack (vendored requests and urllib3): a reset, a reply cut off
+#: mid-body (ChunkedEncodingError reaches the caller unwrapped), a timeout. None of these
+#: is a Python ConnectionError, so they are named here.
+_TRANSPORT: tuple[type[BaseException], ...] = (
+    _requests.ConnectionError,
+    _requests.ChunkedEncodingError,
+    _requests.Timeout,
+    _urllib3.ProtocolError,
+    _urllib3.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+    socket.timeout,
+)
 _RESUMING = re.compile(r"\bis (being )?resum(ing|ed)\b|\bresuming\b", re.IGNORECASE)
 
 
@@ -114,8 +129,10 @@ def classify(exc: BaseException) -> Kind:
         if state == "40001":  # serialization failure: the transaction lost a race
             return Kind.TRANSIENT
         return Kind.TERMINAL
-    if isinstance(exc, ConnectionError | TimeoutError | socket.timeout):
+    if isinstance(exc, _TRANSPORT):
         return Kind.TRANSIENT
+    # Anything else, our own code's errors included (a KeyError, a TypeError), is
+    # terminal: a retry loop that hides a bug is worse than a stop that names it.
     return Kind.TERMINAL
 
 
@@ -133,12 +150,18 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def session_gone(exc: BaseException) -> bool:
-    """The connection cannot be used again: open a new one."""
+    """The session cannot be used again: open a new one (there is nothing left to roll back).
+
+    A lost reply or a broken HTTP connection is not that: the session lives on, and
+    its open transaction must be rolled back on it (a server may otherwise keep the
+    transaction, and its locks, until the session expires; the emulator keeps it for
+    ever) before the batch is tried again.
+    """
     if isinstance(exc, sf.Error):
         if exc.errno in _SESSION_GONE or _http_status(exc) == 401:
             return True
         return (exc.sqlstate or "").startswith("08")
-    return isinstance(exc, ConnectionError)  # includes a lost reply: start afresh
+    return False
 
 
 def is_auth(exc: BaseException) -> bool:

@@ -1,12 +1,15 @@
 """The Snowflake sink: a control connection for set-up and the stream's state, a writer per worker.
 
 Every remote step goes through the retry policy (:mod:`service.retry`) with
-the connector's errors classified once (:mod:`.errors`); a connection that
-broke is reopened before the next attempt.
+the connector's errors classified once (:mod:`.errors`), under its phase:
+sign-in (within the login timeout), the tables, the stream's state, a
+worker's connection, each batch, the warehouse layers and refreshes. A
+connection that broke is reopened before the next attempt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -14,9 +17,10 @@ from typing import TYPE_CHECKING, TypeVar
 import snowflake.connector
 
 from ... import checkpoint, logs, sqlfiles
+from ... import schema as shapes
 from ...config import Config, ConnectionSpec
-from ...retry import RetryPolicy
-from ..base import Claim, SinkError, StoredStream, Warehouse
+from ...retry import Observer, Phase, RetryPolicy
+from ..base import Claim, SinkError, SqlSession, StoredStream, Warehouse
 from . import errors
 from . import sql as q
 from .connection import SnowSession, close_quietly, open_connection, retrying, signin_error
@@ -36,12 +40,19 @@ class SnowflakeSink:
     warehouse = Warehouse.DYNAMIC
 
     def __init__(
-        self, config: Config, *, policy: RetryPolicy | None = None, chunk_rows: int = q.MAX_LIST
+        self,
+        config: Config,
+        *,
+        policy: RetryPolicy | None = None,
+        chunk_rows: int = q.MAX_LIST,
+        observer: Observer | None = None,
     ) -> None:
         self._config = config
         self.shard = config.settings.shard
         self.names = config.snowflake.names
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or RetryPolicy(
+            timeout=config.settings.retry_timeout, observer=observer
+        )
         self.chunk_rows = chunk_rows
         self._spec: ConnectionSpec | None = None
         self._conn: SnowflakeConnection | None = None
@@ -62,10 +73,25 @@ class SnowflakeSink:
     def open(self) -> None:
         spec = self._spec = self.make_spec()
         self.names = spec.names
+        # A reset or a cut reply during sign-in is retried; a host that does not answer
+        # is given up within the login timeout (SNOWFLAKE_LOGIN_TIMEOUT), retries included.
+        signin = dataclasses.replace(
+            self.policy, timeout=min(self.policy.timeout, spec.login_timeout)
+        )
+        last: list[Exception] = []
+
+        def sign_in() -> SnowflakeConnection:
+            try:
+                return open_connection(spec, autocommit=False, tag="control")
+            except Exception as exc:
+                last[:] = [exc]
+                raise
+
         try:
-            self._conn = open_connection(spec, autocommit=False, tag="control")
-        except Exception as exc:
-            raise signin_error(spec, exc) from None
+            self._conn = retrying(signin, sign_in, "signing in", Phase.SIGNIN)
+        except SinkError as exc:
+            # Say it as a sign-in failure: refused (and why), or not reachable in time.
+            raise signin_error(spec, last[0] if last else exc) from None
         log.info(
             "sink.connected",
             target=self.name,
@@ -77,7 +103,7 @@ class SnowflakeSink:
             warehouse=spec.warehouse,
             auth="key-pair" if spec.private_key else "password",
         )
-        self._control(self._prepare, "cannot create the tables")
+        self._control(self._prepare, "cannot create the tables", Phase.SCHEMA)
 
     def _prepare(self, session: SnowSession) -> None:
         db, schema = self.spec.database, self.spec.schema
@@ -86,10 +112,12 @@ class SnowflakeSink:
         except snowflake.connector.errors.ProgrammingError:
             for sql in q.use_schema(db, schema):  # first run on a fresh account
                 session.execute(sql)
-        for sql in sqlfiles.statements("00", self.names, dialect="snowflake"):
+        # Tables of our names that another program made are refused before anything changes.
+        shapes.check(session, f"{db}.{schema}", "SNOWFLAKE_SCHEMA")
+        for sql in sqlfiles.statements(sqlfiles.TABLE_FILES, self.names, dialect="snowflake"):
             session.execute(sql)
 
-    def _control(self, fn: Callable[[SnowSession], T], doing: str) -> T:
+    def _control(self, fn: Callable[[SnowSession], T], doing: str, phase: Phase) -> T:
         """``fn(session)`` as one transaction on the control connection, reopened if it broke."""
 
         def once() -> T:
@@ -112,22 +140,30 @@ class SnowflakeSink:
                             log.debug("sink.rollback_failed", error=errors.describe(again))
                     raise
 
-        return retrying(self.policy, once, doing)
+        return retrying(self.policy, once, doing, phase)
 
     # -- the stream ----------------------------------------------------------------
 
     def load_stream(self) -> StoredStream:
         return self._control(
-            lambda session: checkpoint.load(session, self.shard), "cannot read the stored stream"
+            lambda session: checkpoint.load(session, self.shard),
+            "cannot read the stored stream",
+            Phase.STREAM,
         )
 
     def claim_stream(self, identity: str, partitions: int, reset: bool) -> Claim:
         writer = checkpoint.this_writer()
-        self._claim = self._control(
-            lambda session: checkpoint.claim(
+        epoch, previous = self._control(
+            lambda session: checkpoint.record(
                 session, self.shard, identity, partitions, reset, writer
             ),
             "cannot record the stream",
+            Phase.STREAM,
+        )
+        self._claim = self._control(
+            lambda session: checkpoint.stamp(session, self.shard, epoch, previous),
+            "cannot take the shard over",
+            Phase.STREAM,
         )
         return self._claim
 
@@ -141,6 +177,7 @@ class SnowflakeSink:
             self.policy,
             lambda: open_connection(spec, autocommit=False, tag=f"worker-{worker}"),
             f"worker {worker}: cannot connect",
+            Phase.CONNECT,
         )
         return SnowflakeWriter(
             spec, claim, worker, policy=self.policy, chunk_rows=self.chunk_rows, conn=conn
@@ -154,8 +191,23 @@ class SnowflakeSink:
         except Exception as exc:
             raise signin_error(spec, exc) from None
 
+    def run(self, fn: Callable[[SqlSession], T], doing: str, phase: Phase) -> T:
+        """``fn`` on a new session, closed afterwards; the whole retried as one operation."""
+        spec = self.spec
+
+        def once() -> T:
+            session = SnowSession(
+                open_connection(spec, autocommit=True, tag="sql"), autocommit=True
+            )
+            try:
+                return fn(session)
+            finally:
+                session.close()
+
+        return retrying(self.policy, once, doing, phase)
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
-                close_quietly(self._conn)
+                close_quietly(self._conn, rollback=True)
                 self._conn = None

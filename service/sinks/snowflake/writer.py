@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from ... import checkpoint, clock, logs
 from ...config import ConnectionSpec
 from ...events import Batch
-from ...retry import RetryPolicy
+from ...retry import Phase, RetryPolicy
 from ..base import Claim
 from . import errors
 from . import sql as q
@@ -76,6 +76,7 @@ class SnowflakeWriter:
             once,
             f"worker {self._worker}: batch up to seq {batch.last_seq} not applied "
             "(it stays ahead of the checkpoint)",
+            Phase.APPLY,
         )
 
     def _apply_once(self, batch: Batch) -> None:
@@ -121,8 +122,10 @@ class SnowflakeWriter:
                 error=errors.describe(exc),
                 last_seq=batch.last_seq,
             )
-            if not transient or errors.session_gone(exc):
-                self._drop()
+            if errors.session_gone(exc):
+                self._drop(rollback=False)  # nothing to say to a session that is gone
+            elif not transient:
+                self._drop(rollback=True)  # stopping: end the transaction now, not at expiry
             raise
 
     def _reconnect(self) -> SnowflakeConnection:
@@ -131,11 +134,11 @@ class SnowflakeWriter:
         log.info("sink.reconnected", worker=self._worker, reconnects=self.reconnects)
         return self._conn
 
-    def _drop(self) -> None:
-        """Close the connection (which ends its open transaction); the next attempt reopens."""
+    def _drop(self, *, rollback: bool) -> None:
+        """Close the connection (the next attempt reopens it)."""
         if self._conn is not None:
-            close_quietly(self._conn)
+            close_quietly(self._conn, rollback=rollback)
             self._conn = None
 
     def close(self) -> None:
-        self._drop()
+        self._drop(rollback=True)
