@@ -20,7 +20,7 @@ import pyarrow as pa
 from .events import Status
 
 #: Month key: months since 1970-01 (UTC), or NULL_MONTH where order_date is NULL.
-NULL_MONTH = -1
+NULL_MONTH = -(2**62)  # not -1: that is 1969-12 (orders before the epoch are allowed)
 HIGH_VALUE_CENTS = 10_000  # order_value_category = 'High Value': amount > 100
 _NONE = np.array(None, object)
 

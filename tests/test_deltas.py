@@ -87,8 +87,9 @@ def test_a_target_from_before_and_a_reset_are_rebuilt(tmp_path: Path) -> None:
     _run(path, 20_000)
     con = duckdb.connect(str(path))
     try:  # what an earlier version left: the whole layer stored, no state
+        con.execute("CREATE TABLE derived_then AS SELECT * FROM orders_derived")
         con.execute("DROP VIEW orders_derived")
-        con.execute("CREATE TABLE orders_derived AS SELECT * FROM orders_derived_rows")
+        con.execute("ALTER TABLE derived_then RENAME TO orders_derived")
         con.execute(f"DELETE FROM {deltas.STATE}")  # noqa: S608
     finally:
         con.close()
