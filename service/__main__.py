@@ -117,6 +117,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="events of the long run that checks RSS stays flat (0 = skip)",
     )
     bench.add_argument("--workdir", default=None, help="folder for the benchmark's DuckDB files")
+    bench.add_argument(
+        "--long",
+        action="store_true",
+        help="the long-run benchmark: memory, resume, refresh and verify at two ages",
+    )
+    bench.add_argument(
+        "--long-events",
+        type=int,
+        default=30_000_000,
+        help="--long: events of the memory run; the targets hold a third, 1/30 and 1/300 of it",
+    )
+    bench.add_argument(
+        "--long-memory-mb",
+        type=int,
+        default=None,
+        help="--long: DuckDB's memory limit for the memory run and the target builds "
+        "(default: the service's own)",
+    )
     return parser
 
 
@@ -256,6 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .bench_snowflake import main as bench_snowflake
 
             return int(bench_snowflake(ns))
+        if ns.long:
+            from .bench_long import main as bench_long
+
+            return bench_long(ns)
         from .bench import main as bench_main
 
         return bench_main(ns)

@@ -161,6 +161,20 @@ class OrderStream:
         """Sequence number of the last event produced."""
         return self._seq
 
+    def settled_below(self) -> int:
+        """Orders numbered below this get no more events: each has left the ring (final,
+        deleted or pushed out) and has no event left in the block being handed out.
+
+        Read-only. What lets a replay hand out finished orders in number order,
+        keeping only the orders still in flight (see :mod:`service.expected`).
+        """
+        live = self._no[self._no > 0]
+        low = int(live.min()) if len(live) else self._next_order
+        block = self._block
+        if block is not None and self._pos < len(block):
+            low = min(low, int(block.order_no[self._pos :].min()))
+        return low
+
     def take(self, n: int) -> list[Event]:
         """The next ``n`` events, as Events."""
         return self.take_changes(n).events()

@@ -6,41 +6,44 @@ event with sequence number s of partition p belongs in the target iff
 s <= checkpoint[p]; replaying the stream that far, applying only those
 events, gives exactly what ``raw_orders`` must hold for the shard.
 
+In bounded memory, whatever the table's size: the replay hands out finished
+orders in number order, a chunk at a time (:mod:`service.expected`), and
+each chunk is compared with the rows of ``raw_orders`` in its range of order
+ids (:mod:`service.shard_rows`: one query per id width, as text order is not
+number order past ten digits). The other rows (other shards, ids of no width
+the stream wrote) are read once, sorted.
+
 Checks, each independent of the SQL under test:
 
-- raw_orders equals that replay: row count, an order-independent checksum
-  (a sum of row hashes, so a duplicated row cannot cancel out as with XOR),
-  and on a mismatch the first order ids that differ;
+- raw_orders equals that replay, row by row and column by column; on a
+  mismatch the first order ids missing, unexpected and changed (with the columns);
 - no order_id appears twice (the primary key is not enforced by Snowflake);
 - every status is one of the lifecycle's;
 - orders_aggregated, refreshed first, equals the monthly aggregate recomputed
-  in Python from the rows of raw_orders, metric by metric.
+  in Python (:mod:`service.monthly`) from every row of raw_orders, metric by metric.
 
-Run it on a quiet target: on Snowflake the reads are separate statements.
+Run it on a quiet target: the reads are separate statements.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from . import checkpoint, clock
+import numpy as np
+
+from . import checkpoint, clock, expected
 from . import warehouse as layers
-from .events import Status, order_prefix
-from .generator import StreamIdentity, replay
+from .events import ORDER_DIGITS, STATUSES, Status, customer_id, order_prefix, product_id
+from .generator import StreamIdentity
+from .monthly import Monthly, Rows, first_of_pair
+from .shard_rows import read_others, read_span, spans, width
 from .sinks.base import SinkError, SqlSession, Warehouse
 
-#: order_id, customer_id, order_ts (epoch s), status, amount (cents), product_id, quantity
-Canon = tuple[Any, ...]
 SHOW = 5  # differences listed per kind
-_STATUSES = frozenset(s.value for s in Status)
-_ROWS_SQL = (
-    "SELECT order_id, customer_id, order_date, status, amount, product_id, quantity FROM raw_orders"
-)
+_STATUSES = tuple(s.value for s in Status)
 _COLUMNS = ("order_id", "customer_id", "order_date", "status", "amount", "product_id", "quantity")
 #: Sums of money: exact where the driver returns a decimal, within half a cent where a float.
 MONEY = (
@@ -78,34 +81,46 @@ class Report:
         return all(c.ok for c in self.checks)
 
 
-# -- canonical rows -----------------------------------------------------------------
+# -- the expected rows, as the target writes them -----------------------------------------
 
 
-def _cents(amount: Any) -> int | None:
-    if amount is None:
-        return None
-    if isinstance(amount, float):
-        return round(amount * 100)
-    return int(Decimal(amount) * 100)
+class _Ids:
+    """Text ids by index (customers, products), rendered once."""
+
+    def __init__(self, render: Callable[[int], str]) -> None:
+        self._render = render
+        self._ids: np.ndarray = np.empty(0, object)
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        if len(index) and int(index.max()) >= len(self._ids):
+            size = 1 << int(index.max()).bit_length()
+            ids = np.empty(size, object)
+            ids[:] = [self._render(i) for i in range(size)]
+            self._ids = ids
+        out: np.ndarray = self._ids[index]
+        return out
 
 
-def canonical(row: Sequence[Any]) -> Canon:
-    """A ``raw_orders`` row as the stream carries it: epoch seconds and integer cents."""
-    oid, cust, date, status, amount, product, qty = row
-    ts = None if date is None else clock.to_epoch(date)
-    return (oid, cust, ts, status, _cents(amount), product, None if qty is None else int(qty))
+_CUSTOMERS, _PRODUCTS = _Ids(customer_id), _Ids(product_id)
+_STATUS_TEXT = np.array(STATUSES, object)
 
 
-def row_hash(row: Canon) -> int:
-    return int.from_bytes(hashlib.blake2b(repr(tuple(row)).encode(), digest_size=8).digest(), "big")
+def render(chunk: expected.Chunk, prefix: str) -> Rows:
+    """A chunk of the replay in the target's representation (text ids, status names)."""
+    c = chunk.columns
+    ids = np.empty(len(chunk), object)
+    ids[:] = [prefix + str(n).zfill(ORDER_DIGITS) for n in chunk.order_no.tolist()]
+    none = np.zeros(len(chunk), bool)
+    return Rows(
+        ids, _CUSTOMERS.take(c["customer"]), c["ts"], none, _STATUS_TEXT[c["status"]],
+        c["cents"], none, _PRODUCTS.take(c["product"]), c["quantity"], none,
+    )  # fmt: skip
 
 
-def checksum(rows: Iterable[Canon]) -> int:
-    """Order-independent: the sum of the rows' hashes, mod 2**64."""
-    return sum(row_hash(r) for r in rows) % (1 << 64)
+# -- the checks, accumulated chunk by chunk -----------------------------------------------
 
 
-def _show(row: Canon) -> dict[str, Any]:
+def _show(row: tuple[Any, ...]) -> dict[str, Any]:
     d = dict(zip(_COLUMNS, row, strict=True))
     if row[2] is not None:
         d["order_date"] = clock.from_epoch(row[2]).isoformat()
@@ -114,95 +129,145 @@ def _show(row: Canon) -> dict[str, Any]:
     return d
 
 
-def compare_stream(expected: Mapping[str, Canon], rows: list[Canon]) -> Check:
-    """raw_orders (the shard's rows) against the replay."""
-    want, got = checksum(expected.values()), checksum(rows)
-    detail = f"{len(rows):,} rows, checksum {got:016x}"
-    if len(rows) == len(expected) and want == got:
-        return Check("raw_orders = replay of the stream", True, detail)
-    actual = {r[0]: r for r in rows}
-    diffs: list[str] = []
-    missing = sorted(set(expected) - set(actual))
-    extra = sorted(set(actual) - set(expected))
-    changed = sorted(k for k in set(expected) & set(actual) if expected[k] != actual[k])
-    diffs += [f"missing {k} (the stream holds it)" for k in missing[:SHOW]]
-    diffs += [f"unexpected {k} (not in the stream)" for k in extra[:SHOW]]
-    for k in changed[:SHOW]:
-        a, b = _show(actual[k]), _show(expected[k])
-        cols = ", ".join(f"{c} {a[c]!s} != {b[c]!s}" for c in _COLUMNS if a[c] != b[c])
-        diffs.append(f"changed {k}: {cols} (target != stream)")
-    if len(rows) != len(actual):
-        diffs.append(f"{len(rows) - len(actual)} rows repeat an order_id")
-    detail = (
-        f"{len(rows):,} rows, stream {len(expected):,}; checksum {got:016x}, stream {want:016x}; "
-        f"{len(missing)} missing, {len(extra)} unexpected, {len(changed)} changed"
-    )
-    return Check("raw_orders = replay of the stream", False, detail, diffs)
+def _differ(a: Rows, b: Rows) -> np.ndarray:
+    """Per column, where aligned rows differ (rows x 6, order_id excluded)."""
+
+    def ints(va: np.ndarray, na: np.ndarray, vb: np.ndarray, nb: np.ndarray) -> np.ndarray:
+        out: np.ndarray = (na != nb) | (~na & (va != vb))
+        return out
+
+    return np.column_stack([
+        a.customer_id != b.customer_id,
+        ints(a.ts, a.ts_null, b.ts, b.ts_null),
+        a.status != b.status,
+        ints(a.cents, a.cents_null, b.cents, b.cents_null),
+        a.product_id != b.product_id,
+        ints(a.quantity, a.quantity_null, b.quantity, b.quantity_null),
+    ])  # fmt: skip
 
 
-def check_unique(rows: list[Canon]) -> Check:
-    counts = Counter(r[0] for r in rows)
-    dups = sorted(k for k, n in counts.items() if n > 1)
-    if not dups:
-        return Check("order_id unique", True, f"{len(counts):,} order ids")
-    return Check(
-        "order_id unique",
-        False,
-        f"{len(dups)} order ids appear more than once",
-        [f"{k} appears {counts[k]} times" for k in dups[:SHOW]],
-    )
+def _repeats(ids: np.ndarray) -> np.ndarray:
+    """For ids sorted so that equal ones are adjacent: True on every copy after the first."""
+    out = np.zeros(len(ids), bool)
+    if len(ids) > 1:
+        out[1:] = ids[1:] == ids[:-1]
+    return out
 
 
-def check_statuses(rows: list[Canon]) -> Check:
-    bad = sorted((r[0], r[3]) for r in rows if r[3] not in _STATUSES)
-    if not bad:
-        return Check("status valid", True, ", ".join(sorted(_STATUSES)))
-    return Check(
-        "status valid",
-        False,
-        f"{len(bad)} rows with a status outside the lifecycle",
-        [f"{k}: status {s!r}" for k, s in bad[:SHOW]],
-    )
+@dataclass(slots=True)
+class _Tally:
+    """Counts and first examples, summed over the chunks."""
+
+    rows: int = 0  # the shard's rows in the target
+    others: int = 0  # rows of other shards
+    stream: int = 0  # rows of the replay
+    chunks: int = 0
+    missing: int = 0
+    unexpected: int = 0
+    changed: int = 0
+    repeats: int = 0  # rows repeating an order_id (all rows)
+    shard_repeats: int = 0
+    bad_status: int = 0
+    shown: dict[str, list[str]] = field(default_factory=dict)
+
+    def note(self, kind: str, text: str) -> None:
+        seen = self.shown.setdefault(kind, [])
+        if len(seen) < SHOW:
+            seen.append(text)
+
+    def statuses(self, rows: Rows) -> None:
+        valid = np.zeros(len(rows), bool)
+        for s in _STATUSES:
+            valid |= rows.status == s
+        bad = np.flatnonzero(~valid)
+        self.bad_status += len(bad)
+        for i in bad[:SHOW].tolist():
+            self.note("status", f"{rows.order_id[i]}: status {rows.status[i]!r}")
+
+    def duplicates(self, rows: Rows) -> int:
+        again = _repeats(rows.order_id)
+        if again.any():
+            ids = rows.order_id
+            for i in np.flatnonzero(again & ~np.roll(again, -1)).tolist():
+                n = 1
+                while i - n >= 0 and ids[i - n] == ids[i]:
+                    n += 1
+                self.note("unique", f"{ids[i]} appears {n} times")
+        k = int(np.count_nonzero(again))
+        self.repeats += k
+        return k
+
+    def compare(self, want: Rows, got: Rows) -> None:
+        """One range of order numbers: the replay's rows against the target's."""
+        self.stream += len(want)
+        self.rows += len(got)
+        self.shard_repeats += self.duplicates(got)
+        if len(want) == len(got) and bool(np.all(want.order_id == got.order_id)):
+            w, g = np.arange(len(want)), np.arange(len(got))
+        else:
+            w, g = self._match(want, got)
+        diff = _differ(got.take(g), want.take(w))
+        for i in np.flatnonzero(diff.any(axis=1)).tolist():
+            self.changed += 1
+            if len(self.shown.get("changed", [])) < SHOW:
+                a, b = _show(got.row(int(g[i]))), _show(want.row(int(w[i])))
+                cols = ", ".join(f"{c} {a[c]!s} != {b[c]!s}" for c in _COLUMNS if a[c] != b[c])
+                self.note("changed", f"changed {a['order_id']}: {cols} (target != stream)")
+
+    def _match(self, want: Rows, got: Rows) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of both sides by order_id (the first of repeated ones); notes the rest."""
+        where = {oid: i for i, oid in enumerate(want.order_id.tolist())}
+        w: list[int] = []
+        g: list[int] = []
+        again = _repeats(got.order_id)
+        for j, oid in enumerate(got.order_id.tolist()):
+            if again[j]:
+                continue
+            i = where.pop(oid, None)
+            if i is None:
+                self.unexpected_row(oid)
+            else:
+                w.append(i)
+                g.append(j)
+        for i in sorted(where.values()):
+            self.missing += 1
+            self.note("missing", f"missing {want.order_id[i]} (the stream holds it)")
+        return np.array(w, np.int64), np.array(g, np.int64)
+
+    def unexpected_row(self, oid: Any) -> None:
+        self.unexpected += 1
+        self.note("unexpected", f"unexpected {oid} (not in the stream)")
+
+    def stream_check(self) -> Check:
+        name = "raw_orders = replay of the stream"
+        others = f"; {self.others:,} rows of other shards" if self.others else ""
+        if not (self.missing or self.unexpected or self.changed or self.shard_repeats):
+            detail = f"{self.rows:,} rows, compared in {self.chunks:,} chunks{others}"
+            return Check(name, True, detail)
+        diffs = [d for k in ("missing", "unexpected", "changed") for d in self.shown.get(k, [])]
+        if self.shard_repeats:
+            diffs.append(f"{self.shard_repeats} rows repeat an order_id")
+        detail = (
+            f"{self.rows:,} rows, stream {self.stream:,}; {self.missing} missing, "
+            f"{self.unexpected} unexpected, {self.changed} changed{others}"
+        )
+        return Check(name, False, detail, diffs)
+
+    def unique_check(self) -> Check:
+        total = self.rows + self.others
+        if not self.repeats:
+            return Check("order_id unique", True, f"{total:,} order ids")
+        shown = sorted(self.shown.get("unique", []))
+        return Check("order_id unique", False, f"{self.repeats} rows repeat an order_id", shown)
+
+    def status_check(self) -> Check:
+        if not self.bad_status:
+            return Check("status valid", True, ", ".join(sorted(_STATUSES)))
+        detail = f"{self.bad_status} rows with a status outside the lifecycle"
+        return Check("status valid", False, detail, self.shown.get("status", []))
 
 
 # -- the aggregate ------------------------------------------------------------------------
-
-
-def _high(r: Canon) -> bool:
-    """order_value_category = 'High Value': amount > 100 (a NULL amount is 'Low Value')."""
-    return r[4] is not None and r[4] > 10_000
-
-
-def _sum_case(rs: list[Canon], cond: Any) -> Decimal | None:
-    """SUM(CASE WHEN cond THEN amount ELSE 0 END): NULLs skipped, all NULL gives NULL."""
-    vals = [v for v in ((r[4] if cond(r) else 0) for r in rs) if v is not None]
-    return Decimal(sum(vals)) / 100 if vals else None
-
-
-def recompute(rows: Iterable[Canon]) -> dict[tuple[int | None, int | None], dict[str, Any]]:
-    """orders_aggregated, computed in Python with SQL's NULL rules (money as exact Decimals)."""
-    groups: dict[tuple[int | None, int | None], list[Canon]] = defaultdict(list)
-    for r in rows:
-        d = None if r[2] is None else clock.from_epoch(r[2])
-        groups[(d.year, d.month) if d else (None, None)].append(r)
-    out = {}
-    for key, rs in groups.items():
-        amounts = [r[4] for r in rs if r[4] is not None]
-        qtys = [r[6] for r in rs if r[6] is not None]
-        high = sum(1 for r in rs if _high(r))
-        out[key] = {
-            "total_orders": len({r[0] for r in rs if r[0] is not None}),
-            "total_revenue": _sum_case(rs, lambda r: True),
-            "average_order_value": Decimal(sum(amounts)) / 100 / len(amounts) if amounts else None,
-            "unique_customers": len({r[1] for r in rs if r[1] is not None}),
-            "total_items_sold": sum(qtys) if qtys else None,
-            "total_delivered_revenue": _sum_case(rs, lambda r: r[3] == Status.DELIVERED),
-            "total_high_value_orders": _sum_case(rs, _high),
-            "total_low_value_orders": _sum_case(rs, lambda r: not _high(r)),
-            "high_value_order_count": high,
-            "low_value_order_count": len(rs) - high,
-        }
-    return out
 
 
 def _differs(metric: str, got: Any, want: Any) -> bool:
@@ -224,8 +289,10 @@ def read_aggregated(session: SqlSession) -> dict[tuple[Any, Any], dict[str, Any]
     return out
 
 
-def compare_aggregates(table: dict[tuple[Any, Any], dict[str, Any]], rows: list[Canon]) -> Check:
-    want = recompute(rows)
+def compare_aggregates(
+    table: dict[tuple[Any, Any], dict[str, Any]], want: dict[tuple[Any, Any], dict[str, Any]]
+) -> Check:
+    """orders_aggregated against the recomputation (:meth:`Monthly.result`)."""
     name = "orders_aggregated = recomputation"
     diffs: list[str] = []
     for key in sorted(set(want) | set(table), key=lambda k: (k[0] or 0, k[1] or 0)):
@@ -262,16 +329,52 @@ def load_stream(session: SqlSession, shard: str) -> tuple[StreamIdentity, dict[i
     return identity, stored.checkpoints
 
 
-def verify(session: SqlSession, warehouse: Warehouse, shard: str, refresh: bool = True) -> Report:
-    """Every check, on one session. ``refresh`` first brings orders_aggregated up to date."""
+def compare(
+    session: SqlSession, identity: StreamIdentity, checkpoints: dict[int, int], chunk_rows: int
+) -> tuple[_Tally, Monthly]:
+    """Every row of raw_orders, once: the shard's against the replay, chunk by chunk, then
+    the rest; the statuses, the repeats and the monthly totals along the way."""
+    prefix = order_prefix(identity.shard)
+    tally, months = _Tally(), Monthly()
+    widest = ORDER_DIGITS
+    for chunk in expected.chunks(identity, checkpoints, chunk_rows):
+        if len(chunk):
+            widest = max(widest, width(int(chunk.order_no[-1])))
+        found = [
+            r for s in spans(prefix, chunk.low, chunk.high, widest) for r in read_span(session, s)
+        ]
+        got = Rows.from_tuples(found)
+        tally.chunks += 1
+        tally.compare(render(chunk, prefix), got)
+        tally.statuses(got)
+        months.add(got, first_of_pair(got))
+    for rows in read_others(session, prefix, widest, chunk_rows):
+        mine = np.array([str(oid).startswith(prefix) for oid in rows.order_id.tolist()], bool)
+        for i in np.flatnonzero(mine & ~_repeats(rows.order_id)).tolist():
+            tally.unexpected_row(rows.order_id[i])
+        tally.rows += int(np.count_nonzero(mine))
+        tally.others += int(np.count_nonzero(~mine))
+        tally.shard_repeats += int(np.count_nonzero(mine & _repeats(rows.order_id)))
+        tally.duplicates(rows)
+        tally.statuses(rows)
+        months.add(rows, first_of_pair(rows))
+    return tally, months
+
+
+def verify(
+    session: SqlSession,
+    warehouse: Warehouse,
+    shard: str,
+    refresh: bool = True,
+    chunk_rows: int = expected.CHUNK_ROWS,
+) -> Report:
+    """Every check, on one session. ``refresh`` first brings orders_aggregated up to date;
+    ``chunk_rows`` is about how many rows are held at a time."""
     if refresh:
         layers.refresh(session, warehouse)
     identity, checkpoints = load_stream(session, shard)
-    rows = [canonical(r) for r in session.execute(_ROWS_SQL).fetchall()]
     table = read_aggregated(session)
-    prefix = order_prefix(shard)
-    mine = [r for r in rows if str(r[0]).startswith(prefix)]
-    expected = replay(identity, checkpoints)
+    tally, months = compare(session, identity, checkpoints, chunk_rows)
     stream = (
         f"{identity.describe()} partitions={identity.partitions}, applied up to seq "
         f"{max(checkpoints.values(), default=0):,}"
@@ -279,9 +382,9 @@ def verify(session: SqlSession, warehouse: Warehouse, shard: str, refresh: bool 
     return Report(
         stream,
         [
-            compare_stream(expected, mine),
-            check_unique(rows),
-            check_statuses(rows),
-            compare_aggregates(table, rows),
+            tally.stream_check(),
+            tally.unique_check(),
+            tally.status_check(),
+            compare_aggregates(table, months.result()),
         ],
     )

@@ -3,15 +3,15 @@
 ``sql/`` is the one source (:mod:`service.sqlfiles` reads it). On Snowflake its
 files run as written: dynamic tables, and the task ``refresh_orders_agg``,
 resumed. Where dynamic tables and tasks are not real (DuckDB, the emulator),
-the SELECT of each dynamic table is translated and materialised as a plain
-table, and :mod:`service.scheduler` plays the task.
+the SELECT of each dynamic table is translated and materialised (on DuckDB kept
+by deltas, :mod:`service.deltas`), and :mod:`service.scheduler` plays the task.
 """
 
 from __future__ import annotations
 
 from sqlglot import exp
 
-from . import logs, sqlfiles
+from . import decompose, deltas, logs, sqlfiles
 from .config import Names
 from .retry import Phase
 from .sinks.base import Sink, SinkError, SqlSession, Warehouse, transaction
@@ -36,16 +36,31 @@ def apply_ddl(session: SqlSession, warehouse: Warehouse, names: Names) -> list[s
 
 
 def materialize(session: SqlSession) -> int:
-    """Rebuild every layer from its translated SELECT, in one transaction. Returns rows written.
+    """Bring every layer up to date, in one transaction. Returns rows written.
 
-    A reader sees the old tables until the commit, never an empty one.
+    On DuckDB by deltas where the change log covers what changed, else by a
+    full rebuild (:mod:`service.deltas`); on the emulator (whose writer keeps
+    no change log) each layer is rebuilt from its translated SELECT. A reader
+    sees the old tables until the commit, never an empty one.
     """
-    rows = 0
+    layers = sqlfiles.layers()
+    plan = decompose.plan(layers) if session.dialect == "duckdb" else None
     with transaction(session):
-        for layer in sqlfiles.layers():
-            session.execute(layer.local_sql(session.dialect))
-            count = exp.select("COUNT(*)").from_(layer.name).sql(dialect=session.dialect)
-            rows += int(session.execute(count).fetchone()[0])
+        if plan is not None:
+            return deltas.refresh(session, plan)
+        return _rebuild(session, layers)
+
+
+def _rebuild(session: SqlSession, layers: list[sqlfiles.Layer]) -> int:
+    rows = 0
+    for layer in layers:
+        if session.dialect == "duckdb":
+            deltas.drop(session, layer.name)  # a view, where deltas kept the layer before
+        session.execute(layer.local_sql(session.dialect))
+        count = exp.select("COUNT(*)").from_(layer.name).sql(dialect=session.dialect)
+        rows += int(session.execute(count).fetchone()[0])
+    if session.dialect == "duckdb":
+        deltas.forget(session)
     return rows
 
 

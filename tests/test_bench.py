@@ -32,3 +32,21 @@ def test_bench_prints_rates_ratio_and_rss(tmp_path: Path) -> None:
     assert re.search(
         r"queried every second / unqueried \(DuckDB, 20,000 events, 3 runs each\): [\d.]+", out
     )
+
+
+def test_bench_long_prints_each_figure_at_two_ages(tmp_path: Path) -> None:
+    """A small --long run: the memory run's peak, and for resume, refresh and verify a figure
+    at each age and their ratio (the scales follow --long-events)."""
+    r = cli("bench", "--long", "--long-events", "60000", "--workdir", str(tmp_path),
+            env={"COLUMNS": "200"})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert re.search(r"memory over 60,000 events: exit 0, peak RSS \d+ MB", out), out
+    for what in ("resume: launch to first applied event (200 vs 20,000)",
+                 "refresh after 10,000 more events (2,000 vs 20,000)",
+                 "verify: peak RSS (2,000 vs 20,000)", "verify: seconds (2,000 vs 20,000)"):  # fmt: skip
+        row = next(line for line in out.splitlines() if what in line)
+        assert re.search(r"│ +[\d.,]+ (s|MB) +│ +[\d.,]+ (s|MB) +│ +[\d.]+x", row), row
+    assert re.search(
+        r"verify of the big target: [\d.]+ s, the run that built it [\d.]+ s: [\d.]+x \(ok\)", out
+    )

@@ -57,6 +57,8 @@ INSERT INTO raw_orders (order_id, customer_id, order_date, status, amount, produ
 SELECT order_id, customer_id, order_date, status, amount, product_id, quantity
 FROM cdc_batch WHERE op <> 3
 """
+#: The orders the batch touched, for the local refresh to follow (service/deltas.py).
+_TOUCHED = "INSERT INTO cdc_changed_orders SELECT order_id FROM cdc_batch"
 #: The range lets DuckDB skip every row group outside it (zone maps): only the
 #: recent end of the table is scanned, however long the table grows.
 _GONE = """
@@ -299,6 +301,7 @@ class DuckDBWriter:
                     session.execute(_GONE, [bounds["min"].as_py(), bounds["max"].as_py()])
                 if sizes[Op.INSERT] or sizes[Op.UPDATE]:
                     session.execute(_ROWS)
+                session.execute(_TOUCHED)
                 sql, params = checkpoint.advance(
                     claim.shard, claim.epoch, batch.checkpoints, clock.utc_now()
                 )
@@ -365,6 +368,8 @@ class DuckDBSink:
         con.execute(f"SET memory_limit = '{int(self.memory_mb)}MB'")
         with transaction(DuckSession(con)) as session:
             for stmt in sqlfiles.statements(sqlfiles.TABLE_FILES, self.names, dialect="duckdb"):
+                session.execute(stmt)
+            for stmt in sqlfiles.local_ddl("duckdb"):  # the change log of the local refresh
                 session.execute(stmt)
 
     def _connect(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
