@@ -203,8 +203,9 @@ class Reader(Protocol):
 class _Local:
     """The target, opened by this process."""
 
-    def __init__(self, sink: Sink, session: SqlSession) -> None:
+    def __init__(self, sink: Sink, session: SqlSession, read_memory_mb: int | None) -> None:
         self.name, self._sink, self._session = sink.name, sink, session
+        self._read_memory_mb = read_memory_mb
 
     def report(self) -> reads.Rows:
         return reads.aggregated(self._session)
@@ -218,7 +219,9 @@ class _Local:
 
     def verify(self, shard: str) -> verifying.Report:
         # On its own the target is quiet: refresh (and commit) the layers, then check.
-        return verifying.verify(self._session, self._sink.warehouse, shard)
+        return verifying.verify(
+            self._session, self._sink.warehouse, shard, read_memory_mb=self._read_memory_mb
+        )
 
 
 def _read(config: Config, fn: Callable[[Reader], T]) -> tuple[str, T]:
@@ -233,7 +236,8 @@ def _read(config: Config, fn: Callable[[Reader], T]) -> tuple[str, T]:
     while True:
         try:
             with _target(config) as sink, _connection(sink) as session:
-                local = _Local(sink, session)
+                given = config.settings.duckdb_memory_mb
+                local = _Local(sink, session, None if given else verifying.READ_MEMORY_MB)
                 return local.name, fn(local)
         except FileInUse as busy:
             note = discovery.find(config.settings.duckdb_path)
