@@ -225,6 +225,19 @@ def test_values_are_bound_never_formatted() -> None:
             ),
             errors.Kind.TRANSIENT,
         ),
+        (
+            # The emulator: the session still runs the statement whose reply timed out.
+            sf.ProgrammingError(
+                msg="Resource In Use Error: connection is busy with another call",
+                errno=2002,
+                sqlstate="42710",
+            ),
+            errors.Kind.TRANSIENT,
+        ),
+        (
+            sf.ProgrammingError(msg="syntax error", errno=1003, sqlstate="42000"),
+            errors.Kind.TERMINAL,
+        ),
         (ConnectionResetError(104, "reset"), errors.Kind.TRANSIENT),
         (TimeoutError(), errors.Kind.TRANSIENT),
         (ValueError("a bug"), errors.Kind.TERMINAL),

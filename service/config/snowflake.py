@@ -23,6 +23,8 @@ from .errors import ConfigError
 #: An unquoted Snowflake identifier (what we accept for names from configuration).
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$")
 DEFAULT_WAREHOUSE, DEFAULT_DATABASE, DEFAULT_SCHEMA = "COMPUTE_WH", "ECOMM", "PUBLIC"
+#: Seconds one HTTP request of the connector may take (connect, then read).
+SOCKET_TIMEOUT = 60
 
 
 def identifier(value: Any, setting: str) -> str:
@@ -89,9 +91,12 @@ class ConnectionSpec:
             "paramstyle": "pyformat",
             "login_timeout": max(1, math.ceil(self.login_timeout)),
             "network_timeout": max(1, math.ceil(self.network_timeout)),
-            # The only bound on one request (connect and read); network_timeout only ends
-            # the connector's own retries, and its default socket timeout is 60 s.
-            "socket_timeout": max(1, math.ceil(min(self.network_timeout, 60.0))),
+            # The bound on one request (connect and read), stated rather than left to the
+            # connector's default (also 60 s): network_timeout only ends the connector's own
+            # retries. Not shorter: Snowflake answers a long query within ~45 s ("still
+            # running", then polled), and a request given up while the server still runs it
+            # leaves its session busy.
+            "socket_timeout": SOCKET_TIMEOUT,
             "application": "ecomm-cdc",
             "session_parameters": {"QUERY_TAG": f"ecomm-cdc {tag}"},
         }

@@ -103,6 +103,9 @@ _TRANSPORT: tuple[type[BaseException], ...] = (
     socket.timeout,
 )
 _RESUMING = re.compile(r"\bis (being )?resum(ing|ed)\b|\bresuming\b", re.IGNORECASE)
+#: The emulator's session still runs a statement whose reply was lost (a read timeout):
+#: the session is not broken, only busy; wait, then roll back on it.
+_BUSY = re.compile(r"connection is busy with another call", re.IGNORECASE)
 
 
 def classify(exc: BaseException) -> Kind:
@@ -121,7 +124,7 @@ def classify(exc: BaseException) -> Kind:
         if status is not None:
             # 401 on a query: the session token is gone (a new sign-in settles it).
             return Kind.TRANSIENT if status in (401, 429) or status >= 500 else Kind.TERMINAL
-        if _RESUMING.search(exc.msg or ""):
+        if _RESUMING.search(exc.msg or "") or _BUSY.search(exc.msg or ""):
             return Kind.TRANSIENT
         state = exc.sqlstate or ""
         if state.startswith("08") and state != "08004":  # 08004: connection rejected
