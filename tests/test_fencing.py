@@ -88,6 +88,7 @@ def _two_writers(server: Server, started: Any) -> None:
     assert len(errors) == 1, errors
     line = str(errors[0]["error"])
     assert "shard '0' was taken over by" in line and f"pid {b.pid}" in line, line
+    print(f"the first writer stopped {fenced_after:.1f} s after the second started")
     assert fenced_after < 60, fenced_after
     assert b.returncode == 0, out_b[-3000:] + err_b[-2000:]
     took_over = [x for x in _logs(out_b) if x["event"] == "service.took_over"]
@@ -204,6 +205,7 @@ def test_five_sigkills_on_the_emulator_path_then_the_same_command_ends_exact(
     assert final.returncode == 0, out[-3000:] + err[-2000:]
     summary = next(x for x in _logs(out) if x["event"] == "pipeline.summary")
     assert summary["skipped"] > 0 and summary["skipped"] + summary["applied_total"] == 8000
+    print(f"the run after five SIGKILLs took {took:.1f} s")
     assert took < 120, f"the last run took {took:.0f} s"
     checked = spawn("verify", "--target", "emulator", env=env)
     vout, verr = checked.communicate(timeout=120)

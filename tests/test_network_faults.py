@@ -174,6 +174,9 @@ def test_a_stop_keeps_its_deadline_when_the_network_goes_silent(signals: int) ->
         finally:
             proc.kill()
         assert proc.returncode == 1
+        print(
+            f"silent network, {signals} SIGTERM: exit 1 after {took:.2f} s (CDC_SHUTDOWN_TIMEOUT={timeout})"
+        )
         assert took < (2 if signals == 2 else timeout + 2), took
         proxy.silent.clear()
         again = spawn(*args, env=env)
@@ -203,6 +206,7 @@ def test_a_stop_during_sign_in_to_a_host_that_never_answers_is_prompt() -> None:
         out = proc.stdout.read() if proc.stdout else ""
     finally:
         sock.close()
+    print(f"SIGTERM during a sign-in that never ends: exit {proc.returncode} after {took:.2f} s")
     assert took < 5 + 2, took
     assert proc.returncode == 0, out[-2000:]
     assert "service.stopped" in out and "Traceback" not in out
