@@ -125,6 +125,7 @@ async def _fast_forward(
     """
     router.skipped += stream.seq
     stats.skipped += stream.seq
+    stats.from_snapshot = stream.seq
     low = router.held_by_all if events is None else min(router.held_by_all, events)
     if stream.seq >= low:
         return

@@ -376,6 +376,7 @@ class Service:
             generated_total=st.generated_total,
             applied_total=st.applied_total,
             skipped=st.skipped,
+            from_snapshot=st.from_snapshot,
             retries=st.retries,
             batches=st.batches,
             elapsed_s=round(elapsed, 3),
