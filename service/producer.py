@@ -14,7 +14,7 @@ from asyncio_throttle import Throttler  # type: ignore[attr-defined]
 
 from . import logs
 from .events import Chunk, Op
-from .generator import OrderStream
+from .generator import BLOCK, OrderStream
 from .metrics import Metrics, Stats
 from .queue import EventQueue
 from .router import Router
@@ -29,6 +29,8 @@ CHUNK = 1024
 
 #: Events drawn per step when fast-forwarding on resume (~20 ms of work).
 FAST_FORWARD_CHUNK = 16_384
+#: A fast-forward at least this long ends with a snapshot where it stops.
+SNAPSHOT_AFTER_FAST_FORWARD = 64 * BLOCK
 
 
 def chunk_size(rate: float) -> int:
@@ -131,6 +133,9 @@ async def _fast_forward(
         return
     loop = asyncio.get_running_loop()
     t0, first = loop.time(), stream.seq
+    if snapshots is not None and low - first >= SNAPSHOT_AFTER_FAST_FORWARD:
+        # The next restart starts here rather than at the last regular snapshot.
+        snapshots.also_at(low // BLOCK * BLOCK)
     while stream.seq < low and not stopping.is_set():
         n = min(FAST_FORWARD_CHUNK, low - stream.seq)
         if snapshots is not None:

@@ -59,9 +59,17 @@ class SnapshotWriter:
     def step(self, seq: int, n: int) -> int:
         """How many of ``n`` events the producer takes next: fewer when a snapshot falls due
         within them, so that the step ends at a block boundary (the events are the same)."""
-        if seq + n < self._due(seq):
+        due = self._due(seq)
+        if seq + n < due:
             return n
-        return min(n, BLOCK - seq % BLOCK)
+        boundary = -(-max(due, seq + 1) // BLOCK) * BLOCK  # the first one at or past both
+        return min(n, boundary - seq)
+
+    def also_at(self, seq: int) -> None:
+        """Capture at block boundary ``seq`` too (where a fast-forward ends), if it comes before
+        the next regular snapshot."""
+        if self._due(seq) > seq and seq % BLOCK == 0:
+            self._next = seq
 
     def offer(self, stream: OrderStream) -> None:
         """After each step of the producer: capture the state if a snapshot is due."""

@@ -24,7 +24,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from service import checkpoint, generator, snapshots
+from service import checkpoint, generator, producer, snapshots
 from service.events import Changes
 from service.generator import (
     BLOCK,
@@ -38,6 +38,7 @@ from service.retry import Phase
 from service.runner import Service
 from service.sinks.duckdb import DuckDBSink, DuckSession
 from service.sinks.emulator import EmulatorSink
+from service.sinks.null import NullSink
 
 from .conftest import START, START_EPOCH, config, identity, spawn
 from .emulator import Gate, Server
@@ -288,6 +289,37 @@ def test_a_target_from_before_snapshots_regenerates_once_then_uses_them(db: Path
     third = run_service(events=30_000, **flags)
     assert third.stats.from_snapshot > 0 and third.stats.skipped == 25_000
     assert duckdb_rows(db) == replay(identity(), 30_000)
+
+
+def test_a_long_fast_forward_ends_with_a_snapshot_where_it_stops(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restart that regenerated many events saves a snapshot at the last block boundary
+    every partition has passed, so the next restart regenerates (almost) nothing."""
+    monkeypatch.setattr(producer, "SNAPSHOT_AFTER_FAST_FORWARD", BLOCK)
+    flags = {"duckdb_path": str(db), "target": "duckdb"}
+    run_service(events=20_000, **flags)  # snapshots every 1,048,576 events: none
+    assert snapshot_seqs(db) == []
+    low = min(duckdb_checkpoints(db).values())
+    run_service(events=21_000, **flags)
+    assert snapshot_seqs(db) == [low // BLOCK * BLOCK]
+    third = run_service(events=22_000, **flags)
+    assert third.stats.from_snapshot == low // BLOCK * BLOCK
+    assert duckdb_rows(db) == replay(identity(), 22_000)
+
+
+def test_a_due_snapshot_cuts_the_producers_step_at_a_block_boundary() -> None:
+    """The step is shortened only to land on the first block boundary at or past the due seq."""
+    writer = snapshots.SnapshotWriter(NullSink(), identity(), every=4 * BLOCK)
+    assert writer.step(0, 1000) == 1000
+    assert writer.step(4000, 1000) == 4 * BLOCK - 4000
+    assert writer.step(4 * BLOCK - 10, 7) == 7
+    assert writer.step(4 * BLOCK + 5, 5000) == BLOCK - 5  # overdue: the next boundary
+    writer.also_at(2 * BLOCK)
+    assert writer.step(BLOCK + 1, 5000) == BLOCK - 1
+    writer.also_at(2 * BLOCK + 1)  # not a boundary: ignored
+    writer.also_at(8 * BLOCK)  # past the next regular one: ignored
+    assert writer.step(BLOCK + 1, 5000) == BLOCK - 1
 
 
 @pytest.mark.usefixtures("often")
