@@ -7,7 +7,7 @@ resumes the same stream even when ``--start`` defaulted to "now"; what it was
 told must agree with the record, or the run is refused (unless ``--reset``).
 
 This module is the one source of the SQL of that state (``cdc_streams``,
-``cdc_checkpoints``; ``sql/002_cdc_state.sql``), for every target and for
+``cdc_checkpoints``, ``cdc_snapshots``; ``sql/002_cdc_state.sql``), for every target and for
 ``verify``. Statements use ``?`` placeholders (a :class:`SqlSession` binds them).
 
 **One writer per shard, newest wins.** A starting process *claims* the shard:
@@ -23,6 +23,7 @@ however late it wakes up, cannot commit. Checkpoints only move forward.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
@@ -34,7 +35,15 @@ from . import clock
 from .config import Config
 from .events import order_prefix
 from .generator import GENERATOR_VERSION, GeneratorSettings, StreamIdentity
-from .sinks.base import Claim, Fenced, Holder, SinkError, SqlSession, StoredStream
+from .sinks.base import (
+    Claim,
+    Fenced,
+    Holder,
+    SinkError,
+    SqlSession,
+    StoredStream,
+    transaction,
+)
 
 __all__ = ["Claim", "Fenced", "Holder", "StreamMismatch", "resolve"]
 
@@ -138,6 +147,7 @@ def record(
             "DELETE FROM raw_orders WHERE SUBSTR(order_id, 1, ?) = ?", [len(prefix), prefix]
         )
         session.execute("DELETE FROM cdc_checkpoints WHERE shard = ?", [shard])
+        session.execute("DELETE FROM cdc_snapshots WHERE shard = ?", [shard])
         session.execute("DELETE FROM cdc_streams WHERE shard = ?", [shard])
     previous = holder(session, shard)
     session.execute(
@@ -223,6 +233,78 @@ def advanced(session: SqlSession, shard: str, epoch: int, changed: int, wanted: 
         f"shard {shard!r}: {wanted - changed} of {wanted} checkpoints would not move forward "
         "(a batch applied twice?): stopping rather than write it"
     )
+
+
+# -- generator snapshots ------------------------------------------------------------------
+
+#: Characters of base64 per row of a snapshot: one INSERT each, far below the size of a
+#: statement Snowflake accepts (the connector renders bound values into the statement's
+#: text). The default ring's snapshot is about 170,000 characters: one part.
+SNAPSHOT_PART = 256 * 1024
+#: Snapshots kept ahead of the newest one that every partition has passed (that one is
+#: always kept: it is where the next restart starts).
+SNAPSHOTS_AHEAD = 2
+
+
+def save_snapshot(session: SqlSession, shard: str, seq: int, identity: str, blob: bytes) -> None:
+    """Store the stream's state after ``seq`` events, and drop the snapshots no restart will
+    use (another stream's, and all but the newest one every partition has passed and
+    ``SNAPSHOTS_AHEAD`` after it): one transaction. Saving the same snapshot twice is harmless."""
+    text = base64.b64encode(blob).decode("ascii")
+    parts = [text[i : i + SNAPSHOT_PART] for i in range(0, len(text), SNAPSHOT_PART)]
+    now = clock.utc_now()
+    with transaction(session):
+        session.execute(
+            "DELETE FROM cdc_snapshots WHERE shard = ? AND (identity <> ? OR seq = ?)",
+            [shard, identity, seq],
+        )
+        for i, part in enumerate(parts):
+            session.execute(
+                "INSERT INTO cdc_snapshots (shard, identity, seq, part, state, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [shard, identity, seq, i, part, now],
+            )
+        row = session.execute(
+            "SELECT MIN(last_seq) FROM cdc_checkpoints WHERE shard = ?", [shard]
+        ).fetchone()
+        held = int(row[0]) if row and row[0] is not None else 0
+        seqs = session.execute(
+            "SELECT DISTINCT seq FROM cdc_snapshots WHERE shard = ?", [shard]
+        ).fetchall()
+        stale = _stale(sorted(int(s) for (s,) in seqs), held)
+        if stale:
+            marks = ", ".join(["?"] * len(stale))
+            session.execute(
+                f"DELETE FROM cdc_snapshots WHERE shard = ? AND seq IN ({marks})",  # noqa: S608
+                [shard, *stale],
+            )
+
+
+def _stale(seqs: Sequence[int], held: int) -> list[int]:
+    """Of the snapshots at ``seqs`` (ascending), those to drop when every partition holds ``held``."""
+    behind = [s for s in seqs if s <= held]
+    ahead = [s for s in seqs if s > held]
+    return behind[:-1] + ahead[:-SNAPSHOTS_AHEAD]
+
+
+def load_snapshot(
+    session: SqlSession, shard: str, identity: str, upto: int
+) -> tuple[int, bytes] | None:
+    """The newest snapshot of this stream (``identity``: its digest) at ``seq <= upto``:
+    ``(seq, blob)``, or None."""
+    rows = session.execute(
+        "SELECT seq, part, state FROM cdc_snapshots WHERE shard = ? AND identity = ? AND seq = "
+        "(SELECT MAX(seq) FROM cdc_snapshots WHERE shard = ? AND identity = ? AND seq <= ?)",
+        [shard, identity, shard, identity, upto],
+    ).fetchall()
+    if not rows:
+        return None
+    # Two writers racing may both have saved it (the same bytes: a pure function's state).
+    parts = {int(part): str(state) for _, part, state in rows}
+    if sorted(parts) != list(range(len(parts))):
+        raise ValueError(f"snapshot at seq {rows[0][0]} lacks parts ({sorted(parts)})")
+    text = "".join(parts[i] for i in range(len(parts)))
+    return int(rows[0][0]), base64.b64decode(text.encode("ascii"), validate=True)
 
 
 def _values(rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:

@@ -149,7 +149,7 @@ def init(config: Config, ns: argparse.Namespace) -> int:
     layer = "table, materialised from its sql/ SELECT" if local else "dynamic table"
     rows = [
         ("raw_orders", "table", "001_raw_orders.sql"),
-        ("cdc_streams, cdc_checkpoints", "tables", "002_cdc_state.sql"),
+        ("cdc_streams, cdc_checkpoints, cdc_snapshots", "tables", "002_cdc_state.sql"),
         *((ly.name, layer, ly.file) for ly in sqlfiles.layers()),
         (
             (

@@ -23,10 +23,13 @@ does not exist.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import struct
 import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -95,6 +98,11 @@ class StreamIdentity:
     def describe(self) -> str:
         start = dt.datetime.fromtimestamp(self.start, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
         return f"seed={self.seed} start={start} shard={self.shard!r}"
+
+    def digest(self) -> str:
+        """A short, stable name of the identity (it includes the generator's version)."""
+        text = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 _QUANTITY_WEIGHTS = (55, 25, 10, 5, 3, 2)  # quantities 1..6
@@ -174,6 +182,54 @@ class OrderStream:
         if block is not None and self._pos < len(block):
             low = min(low, int(block.order_no[self._pos :].min()))
         return low
+
+    @property
+    def at_block_boundary(self) -> bool:
+        """Every event drawn has been handed out: the whole state is in the ring and the RNG."""
+        return self._seq == self._drawn
+
+    def capture(self) -> Snapshot:
+        """A copy of the stream's state (about 1 MB of arrays, copied in well under 1 ms), to be
+        encoded elsewhere. Only at a block boundary: a block half handed out is not state
+        a snapshot keeps."""
+        if not self.at_block_boundary:
+            raise SnapshotError(
+                f"seq {self._seq} is inside a block (drawn to {self._drawn}): no snapshot there"
+            )
+        return Snapshot(
+            identity=self.identity.digest(),
+            drawn=self._drawn,
+            next_slot=self._next_slot,
+            next_order=self._next_order,
+            counts=(self.counts[Op.INSERT], self.counts[Op.UPDATE], self.counts[Op.DELETE]),
+            rng=json.dumps(self._rng.bit_generator.state, sort_keys=True),
+            ring=tuple(getattr(self, f"_{name}").copy() for name in _RING),
+        )
+
+    def snapshot(self) -> bytes:
+        """The stream's state as bytes (:meth:`from_snapshot` continues from it)."""
+        return self.capture().encode()
+
+    @classmethod
+    def from_snapshot(cls, identity: StreamIdentity, blob: bytes) -> OrderStream:
+        """The stream of ``identity`` continued from a snapshot: the events it hands out are
+        exactly those a fresh stream hands out after ``snapshot.drawn`` events. Raises
+        :class:`SnapshotError` for a blob of another identity or generator version."""
+        snap = Snapshot.decode(blob)
+        if snap.identity != identity.digest():
+            raise SnapshotError("the snapshot is of another stream (identity digest differs)")
+        stream = cls(identity)
+        size = identity.generator.active_orders
+        for name, saved in zip(_RING, snap.ring, strict=True):
+            ring = getattr(stream, f"_{name}")
+            if saved.shape != (size,) or saved.dtype != ring.dtype:
+                raise SnapshotError(f"the snapshot's ring {name} has another shape or type")
+            ring[:] = saved
+        stream._rng.bit_generator.state = json.loads(snap.rng)
+        stream._next_slot, stream._next_order = snap.next_slot, snap.next_order
+        stream._drawn = stream._seq = snap.drawn
+        stream.counts = dict(zip((Op.INSERT, Op.UPDATE, Op.DELETE), snap.counts, strict=True))
+        return stream
 
     def take(self, n: int) -> list[Event]:
         """The next ``n`` events, as Events."""
@@ -268,6 +324,103 @@ class OrderStream:
         # Final states leave the ring; most deliveries are final too.
         final = (new == _CANCELLED) | (new == _RETURNED) | ((new == _DELIVERED) & (y < 0.9))
         self._no[slots[final]] = 0
+
+
+#: The ring's columns, in the order a snapshot stores them.
+_RING = ("no", "cust", "ts", "status", "prod", "qty")
+_SNAPSHOT_MAGIC = b"CDCSNAP1"
+
+
+class SnapshotError(ValueError):
+    """A snapshot that cannot continue this stream (another identity or version, damaged)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An OrderStream's state at a block boundary: a cache of a pure function's state.
+
+    Encoded as a magic, then zlib of a JSON header and the ring's columns, each
+    byte-shuffled (byte 0 of every value, then byte 1, ...: the high bytes of
+    order numbers and dates repeat, and compress to almost nothing). About 130 KB
+    for the default 20,000-slot ring; the same state always encodes to the same bytes.
+    """
+
+    identity: str  # StreamIdentity.digest()
+    drawn: int
+    next_slot: int
+    next_order: int
+    counts: tuple[int, int, int]  # inserts, updates, deletes handed out
+    rng: str  # the PCG64 state, as JSON
+    ring: tuple[np.ndarray, ...]  # in _RING order
+
+    @property
+    def seq(self) -> int:
+        return self.drawn
+
+    def encode(self) -> bytes:
+        header = {
+            "version": GENERATOR_VERSION,
+            "identity": self.identity,
+            "drawn": self.drawn,
+            "next_slot": self.next_slot,
+            "next_order": self.next_order,
+            "counts": list(self.counts),
+            "rng": self.rng,
+            "ring": [[a.dtype.str, len(a)] for a in self.ring],
+        }
+        head = json.dumps(header, sort_keys=True).encode()
+        body = b"".join(_shuffle(a) for a in self.ring)
+        return _SNAPSHOT_MAGIC + zlib.compress(struct.pack("<I", len(head)) + head + body, 6)
+
+    @classmethod
+    def decode(cls, blob: bytes) -> Snapshot:
+        if not blob.startswith(_SNAPSHOT_MAGIC):
+            raise SnapshotError("not a generator snapshot")
+        try:
+            raw = zlib.decompress(blob[len(_SNAPSHOT_MAGIC) :])
+            (size,) = struct.unpack_from("<I", raw)
+            header = json.loads(raw[4 : 4 + size])
+        except (zlib.error, struct.error, ValueError) as exc:
+            raise SnapshotError(f"a damaged snapshot ({exc})") from None
+        if header.get("version") != GENERATOR_VERSION:
+            raise SnapshotError(
+                f"the snapshot is of generator v{header.get('version')}, this is v{GENERATOR_VERSION}"
+            )
+        try:
+            return cls._from(header, raw, 4 + size)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise SnapshotError(f"a damaged snapshot ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def _from(cls, header: dict[str, Any], raw: bytes, at: int) -> Snapshot:
+        ring = []
+        for dtype, n in header["ring"]:
+            width = np.dtype(dtype).itemsize * n
+            ring.append(_unshuffle(raw[at : at + width], np.dtype(dtype), n))
+            at += width
+        if at != len(raw) or len(ring) != len(_RING):
+            raise SnapshotError("a damaged snapshot (its length does not match its header)")
+        counts = header["counts"]
+        return cls(
+            identity=str(header["identity"]),
+            drawn=int(header["drawn"]),
+            next_slot=int(header["next_slot"]),
+            next_order=int(header["next_order"]),
+            counts=(int(counts[0]), int(counts[1]), int(counts[2])),
+            rng=str(header["rng"]),
+            ring=tuple(ring),
+        )
+
+
+def _shuffle(a: np.ndarray) -> bytes:
+    return np.ascontiguousarray(a).view(np.uint8).reshape(len(a), a.itemsize).T.tobytes()
+
+
+def _unshuffle(raw: bytes, dtype: np.dtype[Any], n: int) -> np.ndarray:
+    if len(raw) != dtype.itemsize * n:
+        raise SnapshotError("a damaged snapshot (a column is cut short)")
+    b = np.frombuffer(raw, np.uint8).reshape(dtype.itemsize, n)
+    return np.ascontiguousarray(b.T).view(dtype).reshape(n).copy()
 
 
 def replay(identity: StreamIdentity, upto: int | Mapping[int, int]) -> dict[str, Row]:

@@ -23,6 +23,7 @@ class Stats:
     generated: dict[Op, int] = field(default_factory=lambda: dict.fromkeys(OPS, 0))
     applied: dict[Op, int] = field(default_factory=lambda: dict.fromkeys(OPS, 0))
     skipped: int = 0  # regenerated on resume, already held by the target
+    from_snapshot: int = 0  # of those, the events a generator snapshot skipped (its seq)
     batches: int = 0
     blocked_seconds: float = 0.0
     retries: int = 0

@@ -14,9 +14,10 @@ from asyncio_throttle import Throttler  # type: ignore[attr-defined]
 
 from . import logs
 from .events import Chunk, Op
-from .generator import OrderStream
+from .generator import BLOCK, OrderStream
 from .metrics import Metrics, Stats
 from .queue import EventQueue
+from .resume import SnapshotWriter
 from .router import Router
 
 log = logs.get("producer")
@@ -28,6 +29,8 @@ CHUNK = 1024
 
 #: Events drawn per step when fast-forwarding on resume (~20 ms of work).
 FAST_FORWARD_CHUNK = 16_384
+#: A fast-forward at least this long ends with a snapshot where it stops.
+SNAPSHOT_AFTER_FAST_FORWARD = 64 * BLOCK
 
 
 def chunk_size(rate: float) -> int:
@@ -48,9 +51,12 @@ async def produce(
     events: int | None = None,
     duration: float | None = None,
     rate: float = 0.0,
+    snapshots: SnapshotWriter | None = None,
 ) -> None:
     """Run until ``events`` are generated, ``duration`` has passed, or ``stopping`` is set.
 
+    ``stream`` may continue from a snapshot (every partition holds its events). Every
+    so often ``snapshots`` copies the stream's state, to be saved off the event loop.
     Ends by putting the end-of-stream marker on every queue.
     """
     loop = asyncio.get_running_loop()
@@ -62,15 +68,19 @@ async def produce(
         period = max(0.1, size / rate)
         throttle = Throttler(rate_limit=rate * period / size, period=period)  # type: ignore[arg-type]
     workers = len(queues)
-    await _fast_forward(stream, router, stopping, stats, events)
+    await _fast_forward(stream, router, stopping, stats, events, snapshots)
     while not stopping.is_set():
         n = size if events is None else min(size, events - stream.seq)
         if n <= 0 or (deadline is not None and loop.time() >= deadline):
             break
+        if snapshots is not None:
+            n = snapshots.step(stream.seq, n)
         if throttle is not None:
             await throttle.acquire()  # type: ignore[no-untyped-call]
         skipped = router.skipped
         changes = stream.take_changes(n)
+        if snapshots is not None:
+            snapshots.offer(stream)
         routed = router.route(changes, workers)
         if router.skipped != skipped:
             # Resuming: what the target already holds is not generated again.
@@ -100,29 +110,47 @@ async def produce(
 
 
 async def _fast_forward(
-    stream: OrderStream, router: Router, stopping: asyncio.Event, stats: Stats, events: int | None
+    stream: OrderStream,
+    router: Router,
+    stopping: asyncio.Event,
+    stats: Stats,
+    events: int | None,
+    snapshots: SnapshotWriter | None = None,
 ) -> None:
     """Resuming: regenerate, without routing, what every partition already holds.
 
-    Events up to the lowest checkpoint are all skipped anyway; drawing them
-    without routing and filtering is about three times faster. Between the
-    lowest and the highest checkpoint the router skips event by event.
+    A stream continued from a snapshot starts past events every partition holds:
+    they count as skipped. Events up to the lowest checkpoint are all skipped
+    anyway; drawing them without routing and filtering is about three times
+    faster. Between the lowest and the highest checkpoint the router skips event
+    by event.
     """
+    router.skipped += stream.seq
+    stats.skipped += stream.seq
+    stats.from_snapshot = stream.seq
     low = router.held_by_all if events is None else min(router.held_by_all, events)
     if stream.seq >= low:
         return
     loop = asyncio.get_running_loop()
     t0, first = loop.time(), stream.seq
+    if snapshots is not None and low - first >= SNAPSHOT_AFTER_FAST_FORWARD:
+        # The next restart starts here rather than at the last regular snapshot.
+        snapshots.also_at(low // BLOCK * BLOCK)
     while stream.seq < low and not stopping.is_set():
         n = min(FAST_FORWARD_CHUNK, low - stream.seq)
+        if snapshots is not None:
+            n = snapshots.step(stream.seq, n)
         stream.take_changes(n)
         router.skipped += n
         stats.skipped += n
+        if snapshots is not None:
+            snapshots.offer(stream)
         await asyncio.sleep(0)  # signals, health checks and the progress bar keep running
     log.info(
         "producer.fast_forwarded",
         events=stream.seq - first,
         seconds=round(loop.time() - t0, 3),
+        from_seq=first,
         to_seq=stream.seq,
     )
 

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from . import checkpoint, discovery, logs, scheduler, threads, warehouse
+from . import checkpoint, discovery, logs, resume, scheduler, threads, warehouse
 from .checkpoint import resolve
 from .config import Config, ConfigError
 from .consumers import consume
@@ -89,6 +89,7 @@ class Service:
         self.state = State()
         self.identity: StreamIdentity | None = None
         self.stream: OrderStream | None = None
+        self.snapshots: resume.SnapshotWriter | None = None
         self.queues: list[EventQueue] = []
         self._background = dict(background or {})
         self._stopping = asyncio.Event()
@@ -183,6 +184,8 @@ class Service:
             duration=s.duration,
             rate=s.rate,
         )
+        # Where the producer starts: the newest snapshot every partition has passed.
+        self.stream = await resume.resume(sink, identity, claim.checkpoints, s.events)
         return identity
 
     async def run(self) -> Stats:
@@ -204,7 +207,8 @@ class Service:
             if not started or identity is None:
                 log.info("service.stopped", reason=self.stop_reason, before="the target opened")
                 return self.stats
-            stream = self.stream = OrderStream(identity)
+            stream = self.stream = self.stream or OrderStream(identity)
+            self.snapshots = resume.writer_for(self.sink, identity)
             router = Router(identity.partitions, s.workers, self._checkpoints)
             per_worker = max(1, s.queue_size // s.workers)
             self.queues = [EventQueue(per_worker) for _ in range(s.workers)]
@@ -224,6 +228,9 @@ class Service:
                 loop.remove_signal_handler(sig)
             self.state.ready = False
             if opened and not self._forced.is_set():
+                if self.snapshots is not None:  # a save in flight ends before its session
+                    left = self._left()
+                    await self.snapshots.settle(10.0 if left is None else min(left, 10.0))
                 # Reads end before the target closes under them; connections close within
                 # what is left of the deadline (never past it).
                 await self._stop_watching()
@@ -329,6 +336,7 @@ class Service:
                         events=s.events,
                         duration=s.duration,
                         rate=s.rate,
+                        snapshots=self.snapshots,
                     ),
                 ),
                 name="producer",
@@ -390,6 +398,7 @@ class Service:
             generated_total=st.generated_total,
             applied_total=st.applied_total,
             skipped=st.skipped,
+            from_snapshot=st.from_snapshot,
             retries=st.retries,
             batches=st.batches,
             elapsed_s=round(elapsed, 3),

@@ -25,6 +25,23 @@ CREATE TABLE IF NOT EXISTS cdc_checkpoints (
     CONSTRAINT pk_cdc_checkpoints PRIMARY KEY (shard, partition_id)
 );
 
+-- Generator snapshots: the stream's state after seq events (its ring of orders in
+-- flight and its random generator's state), so that a restart continues the stream
+-- from the newest snapshot every partition has passed instead of regenerating it
+-- from seq 1. A cache of a pure function's state: using one or not gives the same
+-- events. identity is a digest of the stream's identity (a snapshot of another
+-- stream is never used); state is base64, cut into parts so that no statement
+-- comes near Snowflake's limit on a statement's size. A few per shard are kept.
+CREATE TABLE IF NOT EXISTS cdc_snapshots (
+    shard VARCHAR NOT NULL,
+    identity VARCHAR NOT NULL,
+    seq BIGINT NOT NULL,
+    part INTEGER NOT NULL,
+    state VARCHAR NOT NULL,
+    created_at TIMESTAMP_NTZ NOT NULL,
+    CONSTRAINT pk_cdc_snapshots PRIMARY KEY (shard, identity, seq, part)
+);
+
 -- Added after the first release (a target from before gets them on its next start).
 ALTER TABLE cdc_streams ADD COLUMN IF NOT EXISTS writer_epoch BIGINT;
 ALTER TABLE cdc_streams ADD COLUMN IF NOT EXISTS writer VARCHAR;
