@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
@@ -217,6 +218,16 @@ def _process_settings() -> None:
 
     pa.set_memory_pool(pa.system_memory_pool())
     retry.quiet_stamina()
+    threading.excepthook = _thread_failed
+
+
+def _thread_failed(args: threading.ExceptHookArgs) -> None:
+    """A library's own thread that dies (the connector's query-cancel timer on a reset
+    connection) is one warning line, not a traceback; our threads report through futures."""
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logs.get("service").warning("thread.failed", thread=name, error=logs.one_line(args.exc_value))
 
 
 def _uvloop_run(main: Callable[[], Any]) -> int:
