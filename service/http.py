@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Protocol
 
@@ -120,5 +121,10 @@ class HttpServer:
             paths="/ /healthz /readyz /metrics /api",
         )
 
-    async def stop(self) -> None:
-        await self._runner.cleanup()
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Close the server; requests still running after ``timeout`` seconds are dropped (a
+        stop keeps its deadline whoever is connected)."""
+        try:
+            await asyncio.wait_for(self._runner.cleanup(), timeout)
+        except TimeoutError:
+            log.warning("http.stop_abandoned", waited_s=timeout)

@@ -46,7 +46,7 @@ T = TypeVar("T")
 
 REPORT_EVERY = 5.0
 #: What a forced stop still grants cancelled stages to unwind (seconds).
-UNWIND = 1.0
+UNWIND = 0.5
 
 #: A background task: given the running service, a coroutine that runs until cancelled.
 Background = Callable[["Service"], Coroutine[Any, Any, None]]
@@ -237,7 +237,7 @@ class Service:
                 await self._close_sink()
             self.watch.forget()  # commands stop asking this process for the file
             if self.http is not None:
-                await self.http.stop()
+                await self.http.stop(0.5 if self._forced.is_set() else 2.0)
 
     async def _stop_watching(self) -> None:
         try:
