@@ -179,7 +179,9 @@ def test_a_stop_keeps_its_deadline_when_the_network_goes_silent(signals: int) ->
         )
         assert took < (2 if signals == 2 else timeout + 2), took
         proxy.silent.clear()
-        again = spawn(*args, env=env)
+        # The network back: straight to the server, not through the proxy that held the
+        # silence (its connections of the killed process go nowhere).
+        again = spawn(*args, env={**env, **server.env()})
         out, err = again.communicate(timeout=300)
         assert again.returncode == 0, out[-3000:] + err[-1500:]
         assert server.rows() == replay(identity(7), 6000)
