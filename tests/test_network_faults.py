@@ -259,3 +259,28 @@ def _seconds(iso: str) -> float:
     import datetime as dt
 
     return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_network_that_goes_silent_for_a_while_is_ridden_through() -> None:
+    """Mid-run the network goes silent for 20 s, then comes back (the held connections are
+    reset): no stop asked, the run retries through it, exits 0, and equals the replay."""
+    args = (
+        "run", "--target", "snowflake", "--events", "6000", "--seed", "7", "--start", START,
+        "--workers", "2", "--batch-size", "200", "--rate", "600",
+    )  # fmt: skip
+    with Server() as server, FaultProxy(server.port, lambda req: PASS) as proxy:
+        env = {**server.env(port=proxy.port), "CDC_HTTP_PORT": "0", "CDC_LOG_LEVEL": "debug"}
+        proc = spawn(*args, env=env)
+        try:
+            _read_until(proc, "sink.batch_committed", 4)
+            proxy.silent.set()
+            time.sleep(20)
+            proxy.silent.clear()
+            out, err = proc.communicate(timeout=300)
+        finally:
+            proc.kill()
+        assert proc.returncode == 0, out[-3000:] + err[-1500:]
+        retried = [x for x in _logs(out) if x["event"] == "retry.scheduled"]
+        assert "apply" in {x["phase"] for x in retried}, retried
+        assert "Traceback" not in out + err
+        assert server.rows() == replay(identity(7), 6000)
