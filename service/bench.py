@@ -35,6 +35,35 @@ START = "2026-01-01T00:00:00"
 SEED = 7
 
 
+class PeakRss:
+    """The highest resident set size of a process, sampled every 50 ms from outside (MB)."""
+
+    def __init__(self, pid: int) -> None:
+        self._ps = psutil.Process(pid)
+        self.peak = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            try:
+                self.peak = max(self.peak, self.now())
+            except psutil.Error:
+                return
+            time.sleep(0.05)
+
+    def now(self) -> float:
+        """The resident set size at this moment (MB)."""
+        return float(self._ps.memory_info().rss) / 2**20
+
+    def stop(self) -> float:
+        """Stop sampling; the peak seen."""
+        self._done.set()
+        self._thread.join()
+        return self.peak
+
+
 @dataclass
 class Measured:
     label: str
@@ -75,21 +104,7 @@ def run_pipeline(label: str, target: str, events: int, workdir: Path, *extra: st
         *extra,
     ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ps = psutil.Process(proc.pid)
-    peak = 0.0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            try:
-                peak = max(peak, ps.memory_info().rss / 2**20)
-            except psutil.Error:
-                return
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    rss = PeakRss(proc.pid)
     summary: dict[str, Any] = {}
     at_end: float | None = None
     by_events: list[tuple[int, float]] = []
@@ -100,14 +115,13 @@ def run_pipeline(label: str, target: str, events: int, workdir: Path, *extra: st
         rec = json.loads(line)
         if rec.get("event") == "pipeline.throughput":
             with contextlib.suppress(psutil.Error):
-                by_events.append((int(rec["generated"]), ps.memory_info().rss / 2**20))
+                by_events.append((int(rec["generated"]), rss.now()))
         elif rec.get("event") == "pipeline.summary":
             summary = rec
             with contextlib.suppress(psutil.Error):
-                at_end = ps.memory_info().rss / 2**20
+                at_end = rss.now()
     proc.wait()
-    done.set()
-    sampler.join()
+    peak = rss.stop()
     if proc.returncode != 0 or not summary:
         err = proc.stderr.read() if proc.stderr else ""
         raise SystemExit(f"bench: {label} failed (exit {proc.returncode}): {err.strip()[-500:]}")

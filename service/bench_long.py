@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,8 @@ from typing import Any
 import psutil
 from rich.console import Console
 from rich.table import Table
+
+from .bench import PeakRss
 
 START = "2026-01-01T00:00:00"
 SEED = 7
@@ -87,21 +88,7 @@ def spawn(args: list[str], memory_mb: int | None, debug: bool = False) -> Child:
         stderr=subprocess.PIPE,
         text=True,
     )
-    ps = psutil.Process(proc.pid)
-    peak = 0.0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            try:
-                peak = max(peak, ps.memory_info().rss / 2**20)
-            except psutil.Error:
-                return
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    rss = PeakRss(proc.pid)
     records: list[dict[str, Any]] = []
     by_events: list[tuple[int, float]] = []
     tail: list[str] = []
@@ -114,7 +101,7 @@ def spawn(args: list[str], memory_mb: int | None, debug: bool = False) -> Child:
         rec = json.loads(line)
         if rec.get("event") == "pipeline.throughput":
             with contextlib.suppress(psutil.Error):
-                by_events.append((int(rec["generated"]), ps.memory_info().rss / 2**20))
+                by_events.append((int(rec["generated"]), rss.now()))
         if rec.get("event") == "sink.batch_committed":
             if committed:
                 continue  # only the first is kept: a long run commits thousands
@@ -122,8 +109,7 @@ def spawn(args: list[str], memory_mb: int | None, debug: bool = False) -> Child:
         records.append(rec)
     proc.wait()
     seconds = time.perf_counter() - t0
-    done.set()
-    sampler.join()
+    peak = rss.stop()
     err = proc.stderr.read() if proc.stderr else ""
     return Child(proc.returncode, seconds, launched, peak, records, by_events, err, "".join(tail))
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import duckdb
 
+from service import sqlfiles
+from service.config import Names
 from service.generator import StreamIdentity
 
 ROWS_SQL = (
@@ -51,3 +53,17 @@ def expected_at_checkpoints(
             else:
                 state[ev.order_id] = tuple(ev.row())
     return state
+
+
+def two_orders(files: str, first_quantity: int) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the tables of ``files`` (sql/, translated) and two orders in
+    raw_orders: 'a' (DELIVERED, 150.00, quantity ``first_quantity``), 'b' (PENDING, 60.00, 2)."""
+    con = duckdb.connect()
+    for stmt in sqlfiles.statements(files, Names(), dialect="duckdb"):
+        con.execute(stmt)
+    con.execute(
+        "INSERT INTO raw_orders VALUES ('a', 'c1', TIMESTAMP '2026-01-05 10:00:00', 'DELIVERED', "
+        "150.00, 'p', ?), ('b', 'c2', TIMESTAMP '2026-01-06 10:00:00', 'PENDING', 60.00, 'p', 2)",
+        [first_quantity],
+    )
+    return con

@@ -11,10 +11,10 @@ import duckdb
 import pytest
 
 from service import decompose, deltas, sqlfiles, warehouse
-from service.config import Names
 from service.sinks.duckdb import DuckSession
 
 from .conftest import START, cli
+from .helpers import two_orders
 
 DERIVED = "SELECT * FROM orders_derived ORDER BY order_id"
 AGGREGATED = "SELECT * FROM orders_aggregated ORDER BY order_year, order_month"
@@ -114,13 +114,7 @@ def test_a_select_that_does_not_decompose_is_rebuilt(monkeypatch: pytest.MonkeyP
     assert decompose.plan(sqlfiles.layers()) is not None
     monkeypatch.setattr(sqlfiles, "files", lambda: files)
     assert decompose.plan(sqlfiles.layers()) is None
-    con = duckdb.connect()
-    for stmt in sqlfiles.statements("00", Names(), dialect="duckdb"):
-        con.execute(stmt)
-    con.execute(
-        "INSERT INTO raw_orders VALUES ('a', 'c1', TIMESTAMP '2026-01-05 10:00:00', 'DELIVERED', "
-        "150.00, 'p', 3), ('b', 'c2', TIMESTAMP '2026-01-06 10:00:00', 'PENDING', 60.00, 'p', 2)"
-    )
+    con = two_orders("00", first_quantity=3)
     warehouse.materialize(DuckSession(con))
     assert con.execute("SELECT total_items_sold FROM orders_aggregated").fetchall() == [(2,)]
     kind = "SELECT table_type FROM information_schema.tables WHERE table_name = 'orders_derived'"

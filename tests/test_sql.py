@@ -14,6 +14,8 @@ from service import scheduler, sqlfiles, warehouse
 from service.config import ConfigError, Names
 from service.sinks.duckdb import DuckSession
 
+from .helpers import two_orders
+
 NAMES = Names(warehouse="TRANSFORM_WH")
 SEED_DERIVED = [
     "order_id",
@@ -139,13 +141,7 @@ def test_snowflake_ddl_runs_the_files_as_written_with_validated_names() -> None:
 
 def test_local_translation_is_produced_from_the_files(monkeypatch: pytest.MonkeyPatch) -> None:
     """Change the file's SELECT and the local table changes: nothing is kept in a second copy."""
-    con = duckdb.connect()
-    for stmt in sqlfiles.statements("001", Names(), dialect="duckdb"):
-        con.execute(stmt)
-    con.execute(
-        "INSERT INTO raw_orders VALUES ('a', 'c1', TIMESTAMP '2026-01-05 10:00:00', 'DELIVERED', "
-        "150.00, 'p', 1), ('b', 'c2', TIMESTAMP '2026-01-06 10:00:00', 'PENDING', 60.00, 'p', 2)"
-    )
+    con = two_orders("001", first_quantity=1)
     warehouse.materialize(DuckSession(con))
     q = "SELECT high_value_order_count, total_high_value_orders FROM orders_aggregated"
     assert con.execute(q).fetchall() == [(1, 150)]
