@@ -126,6 +126,12 @@ class Service:
             )
             self._forced.set()
 
+    def _budget(self, cap: float = 10.0) -> float:
+        """Seconds a step of the stop may take: what is left of the deadline (0 once it has
+        passed), at most ``cap``; ``cap`` when no stop was asked (a bounded run's end)."""
+        left = self._left()
+        return cap if left is None else min(left, cap)
+
     def _left(self) -> float | None:
         """Seconds to the deadline (None: no stop requested)."""
         if self._deadline is None:
@@ -207,7 +213,8 @@ class Service:
             if not started or identity is None:
                 log.info("service.stopped", reason=self.stop_reason, before="the target opened")
                 return self.stats
-            stream = self.stream = self.stream or OrderStream(identity)
+            stream = self.stream
+            assert stream is not None  # open() resumed it
             self.snapshots = resume.writer_for(self.sink, identity)
             router = Router(identity.partitions, s.workers, self._checkpoints)
             per_worker = max(1, s.queue_size // s.workers)
@@ -229,8 +236,7 @@ class Service:
             self.state.ready = False
             if opened and not self._forced.is_set():
                 if self.snapshots is not None:  # a save in flight ends before its session
-                    left = self._left()
-                    await self.snapshots.settle(10.0 if left is None else min(left, 10.0))
+                    await self.snapshots.settle(self._budget())
                 # Reads end before the target closes under them; connections close within
                 # what is left of the deadline (never past it).
                 await self._stop_watching()
@@ -241,7 +247,7 @@ class Service:
 
     async def _stop_watching(self) -> None:
         try:
-            await asyncio.wait_for(self.watch.stop(), max(0.1, self._left() or 10.0))
+            await asyncio.wait_for(self.watch.stop(), max(0.1, self._budget()))
         except TimeoutError:
             log.warning("watch.stop_abandoned", reason="the deadline passed")
 
@@ -249,7 +255,7 @@ class Service:
         """Close the target's connections within what is left of the deadline (never past it);
         a failure to close is one warning line, never a mask over why the run ended."""
         try:
-            await asyncio.wait_for(threads.run(self.sink.close), self._left() or 10.0)
+            await asyncio.wait_for(threads.run(self.sink.close), self._budget())
         except TimeoutError:
             log.warning("sink.close_abandoned", reason="the deadline passed")
         except Exception as exc:

@@ -15,6 +15,7 @@ a text range lets DuckDB's zone maps (and Snowflake's pruning) skip the rest.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -80,7 +81,13 @@ def spans(prefix: str, low: int, high: int | None, widest: int) -> list[Span]:
 
 
 def _sql(session: SqlSession, text: str) -> str:
-    return sqlglot.transpile(text, read="snowflake", write=session.dialect)[0]
+    return _transpiled(text, session.dialect)
+
+
+@functools.cache
+def _transpiled(text: str, dialect: str) -> str:
+    """Once per statement and dialect (a verify reads hundreds of spans with one statement)."""
+    return sqlglot.transpile(text, read="snowflake", write=dialect)[0]
 
 
 def read_span(session: SqlSession, span: Span) -> list[Any]:

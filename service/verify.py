@@ -36,14 +36,13 @@ import numpy as np
 
 from . import checkpoint, clock, expected
 from . import warehouse as layers
-from .events import ORDER_DIGITS, STATUSES, Status, customer_id, order_prefix, product_id
+from .events import ORDER_DIGITS, STATUSES, customer_id, order_prefix, product_id
 from .generator import StreamIdentity
 from .monthly import Monthly, Rows, first_of_pair
 from .shard_rows import read_others, read_span, spans, width
 from .sinks.base import SinkError, SqlSession, Warehouse
 
 SHOW = 5  # differences listed per kind
-_STATUSES = tuple(s.value for s in Status)
 _COLUMNS = ("order_id", "customer_id", "order_date", "status", "amount", "product_id", "quantity")
 #: Sums of money: exact where the driver returns a decimal, within half a cent where a float.
 MONEY = (
@@ -177,7 +176,7 @@ class _Tally:
 
     def statuses(self, rows: Rows) -> None:
         valid = np.zeros(len(rows), bool)
-        for s in _STATUSES:
+        for s in STATUSES:
             valid |= rows.status == s
         bad = np.flatnonzero(~valid)
         self.bad_status += len(bad)
@@ -262,7 +261,7 @@ class _Tally:
 
     def status_check(self) -> Check:
         if not self.bad_status:
-            return Check("status valid", True, ", ".join(sorted(_STATUSES)))
+            return Check("status valid", True, ", ".join(sorted(STATUSES)))
         detail = f"{self.bad_status} rows with a status outside the lifecycle"
         return Check("status valid", False, detail, self.shown.get("status", []))
 

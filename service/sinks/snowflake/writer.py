@@ -68,7 +68,7 @@ class SnowflakeWriter:
             nonlocal attempts
             attempts += 1
             if attempts > 1:
-                self.retries += 1  # the consumer reports these as cdc_apply_retries_total
+                self.retries += 1  # the run's summary counts these (the metric: the retry policy's)
             self._apply_once(batch)
 
         retrying(
