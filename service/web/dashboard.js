@@ -11,6 +11,8 @@ const int = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
 const money = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 const num = new Intl.NumberFormat("en-US", { maximumFractionDigits: 6 });
 const axis = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
+// Axis labels of the month chart: compact (120M, 1.5M), so nine digits fit the margins.
+const compact = new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 1 });
 
 // service/wire.py's typed values, as JavaScript ones.
 function plain(v) {
@@ -89,8 +91,8 @@ function monthChart(svg, months) {
   const yo = (v) => T + (H - T - B) * (1 - v / ord);
   for (const f of [0, 0.5, 1]) {
     el("line", { x1: L, x2: W - R, y1: yr(rev * f), y2: yr(rev * f), class: "grid" }, svg);
-    el("text", { x: L - 6, y: yr(rev * f) + 4, "text-anchor": "end" }, svg).textContent = int.format(rev * f);
-    el("text", { x: W - R + 6, y: yo(ord * f) + 4 }, svg).textContent = int.format(ord * f);
+    el("text", { x: L - 6, y: yr(rev * f) + 4, "text-anchor": "end" }, svg).textContent = compact.format(rev * f);
+    el("text", { x: W - R + 6, y: yo(ord * f) + 4 }, svg).textContent = compact.format(ord * f);
   }
   const pts = [];
   const every = Math.ceil(months.length / 12);
