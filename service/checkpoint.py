@@ -15,7 +15,11 @@ it raises ``writer_epoch`` in ``cdc_streams``, then stamps it on every checkpoin
 row, and only then reads the checkpoints it resumes from.
 Each batch advances its checkpoints with a compare-and-set on that epoch, in the
 batch's own transaction; a process that has been taken over finds no row to
-advance, rolls its batch back and stops (:class:`Fenced`). Newest wins, as
+advance, rolls its batch back and stops (:class:`Fenced`). The compare-and-set
+also reads the epoch in ``cdc_streams``, which the claim's first step commits:
+the old writer stops at its next batch even before the claim's stamp lands, so
+a busy old writer cannot starve the stamp where writes conflict instead of
+waiting (DuckDB, and so the emulator). Newest wins, as
 Kafka producer epochs and Snowpipe Streaming channels do: a restarted or
 replacing pod never waits for the old one's lease to run out, and the old one,
 however late it wakes up, cannot commit. Checkpoints only move forward.
@@ -117,8 +121,17 @@ def _checkpoints(session: SqlSession, shard: str) -> dict[int, int]:
     return {int(p): int(s) for p, s in rows}
 
 
-def committed(session: SqlSession, shard: str, checkpoints: Mapping[int, int]) -> bool:
-    """Did the batch with these checkpoints commit? They commit with its rows, all or none."""
+def committed(session: SqlSession, shard: str, epoch: int, checkpoints: Mapping[int, int]) -> bool:
+    """Did the batch with these checkpoints commit? They commit with its rows, all or none.
+
+    Only the shard's writer can tell: once another one holds it, its checkpoints say
+    nothing about this batch (they move on with the new writer's), and whatever this
+    batch did, this process stops (:class:`Fenced`); the new writer resumes from what
+    it read when it took over.
+    """
+    now = holder(session, shard)
+    if now is None or now.epoch != epoch:
+        raise _fenced(shard, epoch, now, "its last batch undecided")
     partition, seq = next(iter(checkpoints.items()))
     row = session.execute(
         "SELECT last_seq FROM cdc_checkpoints WHERE shard = ? AND partition_id = ?",
@@ -213,9 +226,10 @@ def advance(
         "writer_epoch = cdc_checkpoints.writer_epoch "
         f"FROM (VALUES {values}) AS v(partition_id, last_seq) "
         "WHERE cdc_checkpoints.shard = ? AND cdc_checkpoints.partition_id = v.partition_id "
-        "AND cdc_checkpoints.writer_epoch = ? AND cdc_checkpoints.last_seq < v.last_seq"
+        "AND cdc_checkpoints.writer_epoch = ? AND cdc_checkpoints.last_seq < v.last_seq "
+        "AND EXISTS (SELECT 1 FROM cdc_streams WHERE shard = ? AND writer_epoch = ?)"
     )
-    return sql, [now, *params, shard, epoch]
+    return sql, [now, *params, shard, epoch, shard, epoch]
 
 
 def advanced(session: SqlSession, shard: str, epoch: int, changed: int, wanted: int) -> None:
@@ -224,14 +238,18 @@ def advanced(session: SqlSession, shard: str, epoch: int, changed: int, wanted: 
         return
     now = holder(session, shard)
     if now is None or now.epoch != epoch:
-        who = now.describe() if now else "nobody: the stream was dropped (--reset)"
-        raise Fenced(
-            f"shard {shard!r} was taken over by {who}; this process (writer epoch {epoch}) "
-            "stops, its last batch rolled back (nothing is lost: the new writer resumes it)"
-        )
+        raise _fenced(shard, epoch, now, "its last batch rolled back")
     raise SinkError(
         f"shard {shard!r}: {wanted - changed} of {wanted} checkpoints would not move forward "
         "(a batch applied twice?): stopping rather than write it"
+    )
+
+
+def _fenced(shard: str, epoch: int, now: Holder | None, batch: str) -> Fenced:
+    who = now.describe() if now else "nobody: the stream was dropped (--reset)"
+    return Fenced(
+        f"shard {shard!r} was taken over by {who}; this process (writer epoch {epoch}) "
+        f"stops, {batch} (nothing is lost: the new writer resumes from its checkpoints)"
     )
 
 

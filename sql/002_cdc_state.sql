@@ -6,8 +6,12 @@
 -- One writer per shard: a process that starts takes the shard over by raising
 -- writer_epoch (newest wins) and stamping it on every checkpoint row of the
 -- shard; each batch advances its checkpoints only where writer_epoch is still
--- its own. A process that has been taken over can therefore never commit a
--- batch: its checkpoint UPDATE finds no row, and the batch is rolled back.
+-- its own, and while cdc_streams still names it. A process that has been
+-- taken over can therefore never commit a batch: its checkpoint UPDATE finds
+-- no row, and the batch is rolled back. (The cdc_streams test stops the old
+-- writer as soon as the new one has raised the epoch, before the stamp: where
+-- concurrent writes conflict instead of waiting, a busy old writer would
+-- otherwise make every attempt of the stamp fail.)
 -- The checkpoint rows are created with the stream, so a batch only UPDATEs them
 -- (no MERGE: on the emulator a MERGE commits the open transaction).
 CREATE TABLE IF NOT EXISTS cdc_streams (

@@ -19,7 +19,11 @@ from typing import Any
 
 import pytest
 
+from service import checkpoint, clock
 from service.generator import replay
+from service.sinks.base import Fenced, transaction
+from service.sinks.snowflake import open_connection
+from service.sinks.snowflake.connection import SnowSession
 
 from .conftest import START, identity, spawn
 from .emulator import ROWS_SQL, Gate, Recorded, Server, as_rows, committed_rows, end_session
@@ -102,6 +106,53 @@ def test_a_second_writer_takes_the_shard_over_and_the_first_stops() -> None:
     newcomer for the first, exit 0 for the second; raw_orders is the replay, no id twice."""
     with Server() as server:
         _two_writers(server, lambda a: _writer(server))
+
+
+def test_an_old_writer_stops_as_soon_as_a_newer_claim_is_recorded() -> None:
+    """Between the claim's two steps (epoch raised in cdc_streams, then stamped on the
+    checkpoints) the old writer's next batch already finds nothing to advance, and an
+    undecided batch is not guessed at. Without this a busy old writer starves the stamp
+    on the emulator: its writes conflict with the old writer's batches instead of waiting
+    (seen under load: every attempt failed until the old writer ran out of events)."""
+    with Server() as server:
+        first = _writer(server, "--events", "400")  # the schema, a stream, checkpoints, epoch 1
+        out, err = first.communicate(timeout=120)
+        assert first.returncode == 0, out[-2000:] + err[-2000:]
+        old = SnowSession(
+            open_connection(server.emulator.spec(database="ECOMM"), autocommit=False, tag="old"),
+            autocommit=False,
+        )
+        new = SnowSession(
+            open_connection(server.emulator.spec(database="ECOMM"), autocommit=False, tag="new"),
+            autocommit=False,
+        )
+        identity = str(server.query("SELECT identity FROM cdc_streams")[0][0])
+        seqs = dict(server.query("SELECT partition_id, last_seq FROM cdc_checkpoints"))
+        part, seq = next(iter(seqs.items()))
+        epoch = checkpoint.holder(old, "0")
+        assert epoch is not None and epoch.epoch == 1
+        sql, params = checkpoint.advance("0", 1, {part: seq + 1}, clock.utc_now())
+
+        assert old.changed(sql, params) == 1  # while epoch 1 holds the shard, a batch advances
+        assert checkpoint.committed(old, "0", 1, {part: seq + 1})
+        old.rollback()
+
+        with transaction(new):  # the claim's first step only: no stamp yet
+            assert (
+                checkpoint.record(new, "0", identity, len(seqs), False, "elsewhere pid 7")[0] == 2
+            )
+        changed = old.changed(sql, params)
+        assert changed == 0
+        with pytest.raises(Fenced, match=r"taken over by elsewhere pid 7 since .*epoch 2\)"):
+            checkpoint.advanced(old, "0", 1, changed, 1)
+        old.rollback()
+        with pytest.raises(Fenced, match="its last batch undecided"):
+            checkpoint.committed(old, "0", 1, {part: seq})
+        old.rollback()
+        with transaction(new):  # the stamp now meets no open batch of the old writer
+            assert checkpoint.stamp(new, "0", 2, None).checkpoints == seqs
+        old.conn.close()
+        new.conn.close()
 
 
 def test_a_writer_taken_over_in_the_middle_of_a_batch_cannot_commit_it() -> None:

@@ -190,3 +190,37 @@ def test_a_broken_worker_does_not_stall_the_others() -> None:
     log = _lines(proc.stdout)
     assert any(e["event"] == "sink.reconnected" for e in log)
     assert rows == replay(identity(7), 3000)
+
+
+@pytest.mark.timeout(60)
+def test_a_statement_whose_values_do_not_fit_is_our_bug_not_a_lost_reply() -> None:
+    """A statement sent once (no connector retries) whose placeholders and values do not
+    match fails with the connector's TypeError, not as NoReply (a lost reply, retried): a
+    bug of ours is terminal. The well-formed statement runs."""
+    from service.sinks.snowflake import errors, open_connection
+    from service.sinks.snowflake.connection import NoReply, execute
+    from service.sinks.snowflake.sql import Statement
+
+    with Server() as server:
+        conn = open_connection(server.emulator.spec(), autocommit=True, tag="test")
+        try:
+            cur = conn.cursor()
+            cur.execute("CREATE TABLE t (a INT, b INT)")
+            for bad in (
+                Statement(
+                    "INSERT INTO t (a, b) VALUES (%s, %s)", [[1]], many=True, replayable=False
+                ),
+                Statement("UPDATE t SET a = %s WHERE b = %s", [1], replayable=False),
+                Statement("UPDATE t SET a = %s", [1, 2], replayable=False),
+            ):
+                with pytest.raises(TypeError) as caught:
+                    execute(cur, bad)
+                assert not isinstance(caught.value, NoReply)
+                assert errors.classify(caught.value) is errors.Kind.TERMINAL
+            execute(cur, Statement("INSERT INTO t (a, b) VALUES (%s, %s)", [[1, 2], [3, 4]],
+                                   many=True, replayable=False))  # fmt: skip
+            execute(cur, Statement("UPDATE t SET a = %s WHERE b = %s", [5, 4], replayable=False))
+            cur.execute("SELECT a, b FROM t ORDER BY b")
+            assert cur.fetchall() == [(1, 2), (5, 4)]
+        finally:
+            conn.close()

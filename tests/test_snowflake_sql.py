@@ -147,7 +147,7 @@ def test_values_are_bound_never_formatted() -> None:
     for st in [*q.updates([ev]), *q.deletes([ev.order_id]), *q.inserts([ev])]:
         assert "DROP TABLE" not in st.sql
     st = q.checkpoint(CLAIM, {3: 10, 1: 5}, NOW)
-    assert st.params == [NOW, 1, 5, 3, 10, "0", 7]
+    assert st.params == [NOW, 1, 5, 3, 10, "0", 7, "0", 7]
     assert "10" not in st.sql and "7" not in st.sql
 
 

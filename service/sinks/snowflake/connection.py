@@ -65,10 +65,22 @@ def execute(cur: Any, st: Statement) -> None:
     if st.replayable:
         run(sql, st.params)
         return
+    _check_binding(st)
     try:
         run(sql, st.params, _no_retry=True)
     except (KeyError, TypeError) as exc:
         raise NoReply(f"no usable reply to {st.verb} ({type(exc).__name__}: {exc})") from None
+
+
+def _check_binding(st: Statement) -> None:
+    """Raise the connector's own TypeError now if placeholders and values do not match.
+
+    Inside :func:`execute`'s ``_no_retry`` call it would pass for a lost reply and be
+    retried; here it is what it is, a bug of ours, and terminal.
+    """
+    rows = st.params[:1] if st.many else [st.params] if st.params else []
+    for values in rows:
+        st.sql % tuple(None for _ in values)  # the formatting is the check
 
 
 def open_connection(spec: ConnectionSpec, *, autocommit: bool, tag: str) -> SnowflakeConnection:

@@ -86,7 +86,7 @@ class SnowflakeWriter:
             session = SnowSession(conn, autocommit=False)
             if self._unsure:
                 conn.rollback()
-                if checkpoint.committed(session, claim.shard, batch.checkpoints):
+                if checkpoint.committed(session, claim.shard, claim.epoch, batch.checkpoints):
                     self._unsure = False
                     log.info(
                         "sink.batch_resolved",
