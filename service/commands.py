@@ -259,7 +259,7 @@ def _read(config: Config, fn: Callable[[Reader], T]) -> tuple[str, T]:
 
 def report(config: Config, ns: argparse.Namespace) -> int:
     """orders_aggregated, one row per month, one column per metric."""
-    name, found = _read(config, lambda r: r.report())
+    name, (running, found) = _read(config, lambda r: (isinstance(r, Remote), r.report()))
     names, rows = found.columns, found.rows
     columns = ["month", *(n for n in names if n not in ("order_year", "order_month"))]
     y, m = names.index("order_year"), names.index("order_month")
@@ -272,7 +272,13 @@ def report(config: Config, ns: argparse.Namespace) -> int:
     ]
     out = _console()
     if not shaped:
-        out.print("orders_aggregated is empty: run `ecomm-cdc refresh` after `ecomm-cdc run`")
+        if running:  # the file is the service's: `refresh` would have to wait for its end
+            out.print(
+                "orders_aggregated is empty: the running service fills it at its next refresh "
+                "(`ecomm-cdc tasks` lists the runs)"
+            )
+        else:
+            out.print("orders_aggregated is empty: run `ecomm-cdc refresh` after `ecomm-cdc run`")
         return 0
     title = f"orders_aggregated ({name}): one row per month"
     out.print(_table(columns, shaped, title=title, money=_MONEY, wrap=12))
