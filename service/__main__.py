@@ -183,13 +183,13 @@ def _run(config: Config) -> NoReturn:
     except ForcedExit:
         log.error("service.exit", code=EXIT_RUNTIME, reason="drain abandoned", applied=applied)
     except StageFailed as failed:
-        for stage, why in failed.failures:
-            if isinstance(why, (ConfigError, TargetConfigError, StreamMismatch)):
-                code = EXIT_CONFIG
-            if isinstance(why, SinkError):
-                log.error("service.failed", error=str(why), stage=stage, target=target)
-            else:
-                log.error("service.crashed", error=logs.one_line(why), stage=stage, target=target)
+        if any(
+            isinstance(why, (ConfigError, TargetConfigError, StreamMismatch))
+            for _, why in failed.failures
+        ):
+            code = EXIT_CONFIG
+        for level, event, fields in failed.lines():
+            getattr(log, level)(event, **fields, target=target)
     except SinkError as exc:
         log.error("service.failed", error=str(exc), target=target)
     except Exception as exc:

@@ -227,7 +227,8 @@ def advance(
         f"FROM (VALUES {values}) AS v(partition_id, last_seq) "
         "WHERE cdc_checkpoints.shard = ? AND cdc_checkpoints.partition_id = v.partition_id "
         "AND cdc_checkpoints.writer_epoch = ? AND cdc_checkpoints.last_seq < v.last_seq "
-        "AND EXISTS (SELECT 1 FROM cdc_streams WHERE shard = ? AND writer_epoch = ?)"
+        "AND EXISTS (SELECT 1 FROM cdc_streams "
+        "WHERE cdc_streams.shard = ? AND cdc_streams.writer_epoch = ?)"
     )
     return sql, [now, *params, shard, epoch, shard, epoch]
 

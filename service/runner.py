@@ -38,7 +38,7 @@ from .producer import produce
 from .queue import EventQueue
 from .router import Router
 from .sinks import make_sink
-from .sinks.base import Sink
+from .sinks.base import Fenced, Sink, SinkError
 from .watch import Watch
 
 log = logs.get("runner")
@@ -62,6 +62,29 @@ class StageFailed(Exception):
     def __init__(self, failures: list[tuple[str, BaseException]]) -> None:
         super().__init__("; ".join(f"{name}: {logs.one_line(exc)}" for name, exc in failures))
         self.failures = failures
+
+    def lines(self) -> list[tuple[str, str, dict[str, str]]]:
+        """What the log says of it: (level, event, fields) per failure, one error line each,
+        but after a takeover one only (every worker meets it at its next batch; what else
+        failed meanwhile is a consequence, told as a warning)."""
+        fenced = next((exc for _, exc in self.failures if isinstance(exc, Fenced)), None)
+        out: list[tuple[str, str, dict[str, str]]] = []
+        for stage, exc in self.failures:
+            if fenced is not None and exc is not fenced:
+                out.append(
+                    (
+                        "warning",
+                        "service.also_failed",
+                        {"error": logs.one_line(exc), "stage": stage},
+                    )
+                )
+            elif isinstance(exc, SinkError):
+                out.append(("error", "service.failed", {"error": str(exc), "stage": stage}))
+            else:
+                out.append(
+                    ("error", "service.crashed", {"error": logs.one_line(exc), "stage": stage})
+                )
+        return out
 
 
 @dataclass

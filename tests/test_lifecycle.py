@@ -255,3 +255,30 @@ def test_healthz_fails_when_no_commit_lands_while_events_wait(tmp_path: Path) ->
     asyncio.run(main())
     assert seen[0][0] == 200, "healthy at first"
     assert seen[-1] == (503, 200), seen
+
+
+def test_a_takeover_is_one_error_line_however_many_stages_met_it() -> None:
+    """Both workers fenced (and, say, a refresh failing meanwhile): one error line, the rest
+    warnings; without a takeover every failure is an error line of its own."""
+    from service.runner import StageFailed
+    from service.sinks.base import Fenced, SinkError
+
+    both = StageFailed(
+        [
+            ("refresher", SinkError("refresh failed")),
+            ("consumer-0", Fenced("shard '0' was taken over by b pid 2")),
+            ("consumer-1", Fenced("shard '0' was taken over by b pid 2 (undecided)")),
+        ]
+    )
+    lines = both.lines()
+    assert [(lv, ev) for lv, ev, _ in lines] == [
+        ("warning", "service.also_failed"),
+        ("error", "service.failed"),
+        ("warning", "service.also_failed"),
+    ]
+    assert lines[1][2] == {"error": "shard '0' was taken over by b pid 2", "stage": "consumer-0"}
+    plain = StageFailed([("refresher", SinkError("refresh failed")), ("pipeline", KeyError("x"))])
+    assert [(lv, ev) for lv, ev, _ in plain.lines()] == [
+        ("error", "service.failed"),
+        ("error", "service.crashed"),
+    ]
