@@ -91,6 +91,18 @@ class Metrics:
         self.refresh_runs = Counter(
             "cdc_refresh_runs", "Refreshes of the warehouse layers", ["state"], registry=r
         )
+        self.snapshots = Counter(
+            "cdc_snapshots",
+            "Generator snapshots: saved, failed, or skipped (the previous save still in flight)",
+            ["outcome"],
+            registry=r,
+        )
+        self.snapshot_seq = Gauge(
+            "cdc_snapshot_seq",
+            "Events covered by the newest saved generator snapshot (a restart regenerates "
+            "at most from the newest one every partition has passed)",
+            registry=r,
+        )
         #: Plain sums of the apply times, for the dashboard's mean apply time (telemetry.py).
         self.apply_seconds = 0.0
         self.apply_batches = 0
@@ -98,6 +110,8 @@ class Metrics:
         self._app = {op: self.applied.labels(op=op.name.lower()) for op in OPS}
         for state in ("SUCCEEDED", "FAILED"):
             self.refresh_runs.labels(state=state)
+        for outcome in ("saved", "failed", "skipped"):
+            self.snapshots.labels(outcome=outcome)
         for phase in Phase:  # every series shows from the start, at 0
             self.retries.labels(phase=str(phase))
 

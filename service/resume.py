@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 from . import checkpoint, logs, threads
 from .generator import BLOCK, OrderStream, Snapshot, SnapshotError, StreamIdentity
+from .metrics import Metrics
 from .retry import Phase
 from .router import checkpoint_array
 from .sinks.base import Sink, Warehouse
@@ -42,14 +43,21 @@ class SnapshotWriter:
     new stream reads and the next save drops). The fenced process stops at its next batch.
     """
 
-    def __init__(self, sink: Sink, identity: StreamIdentity, every: int | None = None) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        identity: StreamIdentity,
+        every: int | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._sink = sink
         self._digest = identity.digest()
         self.every = max(BLOCK, every or SNAPSHOT_EVERY)
         self._next: int | None = None
         self._saving: asyncio.Future[tuple[int, int, float]] | None = None
-        #: Snapshots saved, saves that failed, captures skipped (a save still in flight).
-        self.saved = self.failed = self.skipped = 0
+        #: ``cdc_snapshots_total{outcome}``: saved, failed, skipped (a save still in flight).
+        #: Saves failing for good mean restarts regenerate more and more: worth an alert.
+        self.metrics = metrics or Metrics()
 
     def _due(self, seq: int) -> int:
         if self._next is None:
@@ -77,7 +85,7 @@ class SnapshotWriter:
             return
         self._next = (stream.seq // self.every + 1) * self.every
         if self._saving is not None and not self._saving.done():
-            self.skipped += 1
+            self.metrics.snapshots.labels(outcome="skipped").inc()
             return
         snap = stream.capture()
         self._saving = threads.run(self._save, snap, name="cdc-snapshot")
@@ -100,11 +108,12 @@ class SnapshotWriter:
             return
         exc = future.exception()
         if exc is not None:
-            self.failed += 1
+            self.metrics.snapshots.labels(outcome="failed").inc()
             log.warning("producer.snapshot_failed", error=logs.one_line(exc))
             return
         seq, size, seconds = future.result()
-        self.saved += 1
+        self.metrics.snapshots.labels(outcome="saved").inc()
+        self.metrics.snapshot_seq.set(seq)
         log.info("producer.snapshot_saved", seq=seq, bytes=size, seconds=round(seconds, 3))
 
     async def settle(self, timeout: float) -> None:
@@ -113,9 +122,15 @@ class SnapshotWriter:
             await asyncio.wait({self._saving}, timeout=timeout)
 
 
-def writer_for(sink: Sink, identity: StreamIdentity) -> SnapshotWriter | None:
+def writer_for(
+    sink: Sink, identity: StreamIdentity, metrics: Metrics | None = None
+) -> SnapshotWriter | None:
     """A snapshot writer, unless the target holds nothing (``--target null``)."""
-    return None if sink.warehouse is Warehouse.NONE else SnapshotWriter(sink, identity)
+    return (
+        None
+        if sink.warehouse is Warehouse.NONE
+        else SnapshotWriter(sink, identity, metrics=metrics)
+    )
 
 
 async def resume(

@@ -238,7 +238,7 @@ class Service:
                 return self.stats
             stream = self.stream
             assert stream is not None  # open() resumed it
-            self.snapshots = resume.writer_for(self.sink, identity)
+            self.snapshots = resume.writer_for(self.sink, identity, self.metrics)
             router = Router(identity.partitions, s.workers, self._checkpoints)
             per_worker = max(1, s.queue_size // s.workers)
             self.queues = [EventQueue(per_worker) for _ in range(s.workers)]
