@@ -63,6 +63,7 @@ class Router:
         self._floor = int(self._ckpt.max())
         #: Up to this sequence number every partition has applied every event.
         self.held_by_all = int(self._ckpt.min())
+        #: Events :meth:`route` dropped: their partition's checkpoint already held them.
         self.skipped = 0
 
     def route(self, changes: Changes, workers: int) -> list[Chunk]:
