@@ -22,7 +22,7 @@ from . import checkpoint, logs, threads
 from .generator import BLOCK, OrderStream, Snapshot, SnapshotError, StreamIdentity
 from .metrics import Metrics
 from .retry import Phase
-from .router import checkpoint_array
+from .router import held_by_all
 from .sinks.base import Sink, Warehouse
 
 log = logs.get("producer")
@@ -138,7 +138,7 @@ async def resume(
 ) -> OrderStream:
     """The stream to produce from: continued from the newest snapshot that every partition
     has passed, or from seq 1 when there is none (or it cannot be used)."""
-    held = int(checkpoint_array(dict(checkpoints), identity.partitions).min())
+    held = held_by_all(checkpoints, identity.partitions)
     upto = held if events is None else min(held, events)
     if upto < BLOCK or sink.warehouse is Warehouse.NONE:
         return OrderStream(identity)

@@ -7,6 +7,8 @@ restart with more or fewer workers resumes exactly where each partition stopped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from .events import Changes, Chunk, id_number
@@ -30,13 +32,19 @@ def partition_of(order_id: str, partitions: int) -> int:
     return int(partitions_of(np.array([id_number(order_id)], np.int64), partitions)[0])
 
 
-def checkpoint_array(checkpoints: dict[int, int], partitions: int) -> np.ndarray:
+def checkpoint_array(checkpoints: Mapping[int, int], partitions: int) -> np.ndarray:
     """Checkpoints indexed by partition (0 where a partition has none)."""
     out = np.zeros(partitions, np.int64)
     for p, seq in checkpoints.items():
         if 0 <= p < partitions:
             out[p] = seq
     return out
+
+
+def held_by_all(checkpoints: Mapping[int, int], partitions: int) -> int:
+    """Up to this sequence number every partition has applied every event (a partition
+    without a checkpoint holds nothing)."""
+    return int(checkpoint_array(checkpoints, partitions).min())
 
 
 def worker_of(partition: int, workers: int) -> int:
@@ -62,7 +70,7 @@ class Router:
         # Past the highest checkpoint nothing can have been applied: skip the lookups.
         self._floor = int(self._ckpt.max())
         #: Up to this sequence number every partition has applied every event.
-        self.held_by_all = int(self._ckpt.min())
+        self.held_by_all = held_by_all(checkpoints, partitions)
         #: Events :meth:`route` dropped: their partition's checkpoint already held them.
         self.skipped = 0
 
