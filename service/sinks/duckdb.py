@@ -89,6 +89,11 @@ _CONFIG = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "enable_external_access": False,
+    # Nothing here reads rows in the order they were written without an ORDER BY; keeping
+    # that order makes a parallel CREATE TABLE AS buffer rows. Off, the full rebuild of the
+    # layers at 49.5 million rows took 27 s instead of 47 s within the 64 MB default, and
+    # wrote the same rows.
+    "preserve_insertion_order": False,
 }
 #: A DuckDB database file carries this at bytes 8..12.
 _MAGIC = b"DUCK"
