@@ -17,8 +17,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from . import logs, retry
-from .checkpoint import StreamMismatch
 from .config import TARGETS, Config, ConfigError, load
+from .pipeline.checkpoint import StreamMismatch
 from .sinks.base import SinkError, TargetConfigError
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
@@ -282,14 +282,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     if ns.command == "bench":
         if ns.snowflake:
-            from .bench_snowflake import main as bench_snowflake
+            from .bench.snowflake import main as bench_snowflake
 
             return int(bench_snowflake(ns))
         if ns.long:
-            from .bench_long import main as bench_long
+            from .bench.long import main as bench_long
 
             return bench_long(ns)
-        from .bench import main as bench_main
+        from .bench.pipeline import main as bench_main
 
         return bench_main(ns)
     try:

@@ -4,9 +4,9 @@ Each is ``(config, ns) -> exit code`` and prints to stdout with rich. A target
 that cannot be used raises :class:`TargetConfigError` (exit 2); a driver error
 becomes one :class:`SinkError` line (exit 1).
 
-``report``, ``tasks``, ``query`` and ``verify`` read through :mod:`service.reads`;
+``report``, ``tasks``, ``query`` and ``verify`` read through :mod:`service.watch.reads`;
 while ``ecomm-cdc run`` holds the DuckDB file they ask that service instead
-(:mod:`service.remote`), and print the same.
+(:mod:`service.watch.remote`), and print the same.
 """
 
 from __future__ import annotations
@@ -25,15 +25,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import discovery, logs, reads, scheduler, sqlfiles, warehouse
-from . import verify as verifying
+from . import logs
 from .config import Config, ConfigError
-from .reads import QUERY_ROWS, read_only
-from .remote import Remote, Unavailable
 from .sinks import make_sink
 from .sinks.base import Sink, SinkError, SqlSession, TargetConfigError, Warehouse
+from .verify import check as verifying
+from .warehouse import layers, scheduler, sqlfiles
+from .watch import discovery, reads
+from .watch.reads import QUERY_ROWS, read_only
+from .watch.remote import Remote, Unavailable
 
-__all__ = ["QUERY_ROWS", "read_only"]  # where they lived before reads.py (tests import them)
+__all__ = ["QUERY_ROWS", "read_only"]  # where they lived before watch/reads.py (tests import them)
 
 T = TypeVar("T")
 #: Seconds a command waits for a service that is starting or stopping.
@@ -144,7 +146,7 @@ def init(config: Config, ns: argparse.Namespace) -> int:
     """Create the tables, the layers and the task (or the local task history). Idempotent."""
     out = _console()
     with _target(config, create=True) as sink, _connection(sink) as session:
-        warehouse.apply_ddl(session, sink.warehouse, sink.names)
+        layers.apply_ddl(session, sink.warehouse, sink.names)
         local = sink.warehouse is Warehouse.LOCAL
     layer = "table, materialised from its sql/ SELECT" if local else "dynamic table"
     rows = [

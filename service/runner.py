@@ -27,19 +27,22 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from . import checkpoint, discovery, logs, resume, scheduler, threads, warehouse
-from .checkpoint import resolve
+from . import logs, threads
 from .config import Config, ConfigError
-from .consumers import consume
-from .generator import OrderStream, StreamIdentity
-from .http import HttpServer
-from .metrics import Metrics, Stats
-from .producer import produce
-from .queue import EventQueue
-from .router import Router
+from .pipeline import checkpoint, resume
+from .pipeline.checkpoint import resolve
+from .pipeline.consumers import consume
+from .pipeline.generator import OrderStream, StreamIdentity
+from .pipeline.producer import produce
+from .pipeline.queue import EventQueue
+from .pipeline.router import Router
 from .sinks import make_sink
 from .sinks.base import Fenced, Sink, SinkError
-from .watch import Watch
+from .warehouse import layers, scheduler
+from .watch import discovery
+from .watch.http import HttpServer
+from .watch.metrics import Metrics, Stats
+from .watch.watcher import Watch
 
 log = logs.get("runner")
 T = TypeVar("T")
@@ -181,7 +184,7 @@ class Service:
         """Connect, create the schema, and settle the stream and its checkpoints."""
         sink, s = self.sink, self.settings
         await threads.run(sink.open, name="cdc-open")
-        await threads.run(warehouse.prepare, sink, name="cdc-layers")
+        await threads.run(layers.prepare, sink, name="cdc-layers")
         stored = await threads.run(sink.load_stream, name="cdc-stream")
         identity = resolve(self.config, stored)
         claim = await threads.run(

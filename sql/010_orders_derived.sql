@@ -13,7 +13,7 @@
 --
 -- Locally (DuckDB, the emulator) there are no dynamic tables: the service
 -- takes the SELECT below from this file, translates it with sqlglot, and
--- materialises it as a plain table on every refresh (service/warehouse.py).
+-- materialises it as a plain table on every refresh (service/warehouse/layers.py).
 CREATE DYNAMIC TABLE IF NOT EXISTS orders_derived
     TARGET_LAG = DOWNSTREAM
     WAREHOUSE = {{warehouse}}

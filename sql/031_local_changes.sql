@@ -1,4 +1,4 @@
--- Local targets only: what lets the local refresh (service/deltas.py) follow what changed
+-- Local targets only: what lets the local refresh (service/warehouse/deltas.py) follow what changed
 -- instead of rebuilding both layers from the whole of raw_orders.
 --
 -- The order ids each batch touched (inserted, updated or deleted), written by the DuckDB

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from service.config import Config, load
-from service.generator import GeneratorSettings, StreamIdentity
+from service.pipeline.generator import GeneratorSettings, StreamIdentity
 
 START = "2026-01-01T00:00:00"
 START_EPOCH = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp())

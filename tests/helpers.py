@@ -6,9 +6,9 @@ from pathlib import Path
 
 import duckdb
 
-from service import sqlfiles
 from service.config import Names
-from service.generator import StreamIdentity
+from service.pipeline.generator import StreamIdentity
+from service.warehouse import sqlfiles
 
 ROWS_SQL = (
     "SELECT order_id, customer_id, CAST(epoch(order_date) AS BIGINT), status, "
@@ -37,9 +37,9 @@ def expected_at_checkpoints(
 ) -> dict[str, tuple[object, ...]]:
     """The table a target must hold given its per-partition checkpoints: computed event by
     event (the service's replay works on columns), as an independent oracle."""
-    from service.events import Op
-    from service.generator import OrderStream
-    from service.router import partition_of
+    from service.pipeline.events import Op
+    from service.pipeline.generator import OrderStream
+    from service.pipeline.router import partition_of
 
     stream = OrderStream(ident)
     state: dict[str, tuple[object, ...]] = {}

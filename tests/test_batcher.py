@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.batcher import Batcher
-from service.events import Chunk
-from service.generator import OrderStream
+from service.pipeline.batcher import Batcher
+from service.pipeline.events import Chunk
+from service.pipeline.generator import OrderStream
 
 from .conftest import identity
 

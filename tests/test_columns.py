@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from service.events import Changes, Event, Op, order_id
-from service.generator import OrderStream
-from service.net_effect import net_effect
-from service.router import partition_of, partitions_of
+from service.pipeline.events import Changes, Event, Op, order_id
+from service.pipeline.generator import OrderStream
+from service.pipeline.net_effect import net_effect
+from service.pipeline.router import partition_of, partitions_of
 from service.sinks.duckdb import DuckDBSink, batch_table, order_ids
 
 from .conftest import identity

@@ -10,10 +10,10 @@ from collections import defaultdict
 
 import psutil
 
-from service.events import Batch, Op
-from service.generator import replay
-from service.producer import CHUNK
-from service.router import partition_of, worker_of
+from service.pipeline.events import Batch, Op
+from service.pipeline.generator import replay
+from service.pipeline.producer import CHUNK
+from service.pipeline.router import partition_of, worker_of
 from service.runner import Service
 from service.sinks.null import NullSink
 

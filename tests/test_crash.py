@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from service.generator import replay
+from service.pipeline.generator import replay
 
 from .conftest import START, identity, spawn
 from .helpers import duckdb_checkpoints, duckdb_rows

@@ -10,8 +10,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from service import decompose, deltas, sqlfiles, warehouse
 from service.sinks.duckdb import DuckSession
+from service.warehouse import decompose, deltas, layers, sqlfiles
 
 from .conftest import START, cli
 from .helpers import two_orders
@@ -115,7 +115,7 @@ def test_a_select_that_does_not_decompose_is_rebuilt(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(sqlfiles, "files", lambda: files)
     assert decompose.plan(sqlfiles.layers()) is None
     con = two_orders("00", first_quantity=3)
-    warehouse.materialize(DuckSession(con))
+    layers.materialize(DuckSession(con))
     assert con.execute("SELECT total_items_sold FROM orders_aggregated").fetchall() == [(2,)]
     kind = "SELECT table_type FROM information_schema.tables WHERE table_name = 'orders_derived'"
     assert con.execute(kind).fetchall() == [("BASE TABLE",)]

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from service import discovery
+from service.watch import discovery
 
 
 def test_a_note_is_written_whole_and_removed_by_its_writer(db: Path) -> None:

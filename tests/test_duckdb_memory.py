@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from service.generator import replay
+from service.pipeline.generator import replay
 from service.sinks.duckdb import DuckDBSink, memory_limit_mb
 
 from .conftest import START, cli, identity

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from service import checkpoint, clock
-from service.generator import replay
+from service import clock
+from service.pipeline import checkpoint
+from service.pipeline.generator import replay
 from service.sinks.base import Fenced, transaction
 from service.sinks.snowflake import open_connection
 from service.sinks.snowflake.connection import SnowSession

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from service.generator import replay
+from service.pipeline.generator import replay
 
 from .conftest import START, cli, identity
 from .emulator import Server
@@ -112,7 +112,7 @@ def test_the_earliest_start_runs_and_verifies(tmp_path: Path) -> None:
     assert cli("verify", "--duckdb-path", str(db)).returncode == 0
     rows = duckdb_rows(db)
     assert min(int(str(v[2])) for v in rows.values()) < 0, "orders before the epoch"
-    from service.generator import GeneratorSettings, StreamIdentity
+    from service.pipeline.generator import GeneratorSettings, StreamIdentity
 
     assert rows == replay(StreamIdentity(7, 0, "0", 64, GeneratorSettings()), 3000)
 

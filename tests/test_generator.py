@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import collections
 
-from service.events import TRANSITIONS, Op, Status
-from service.generator import OrderStream, replay
+from service.pipeline.events import TRANSITIONS, Op, Status
+from service.pipeline.generator import OrderStream, replay
 
 from .conftest import identity
 

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from service.generator import replay
+from service.pipeline.generator import replay
 
 from .conftest import START, clean_env, identity, spawn
 from .helpers import duckdb_checkpoints, duckdb_rows, expected_at_checkpoints

@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from service import discovery
+from service.watch import discovery
 
 from .conftest import START, cli, spawn
 from .test_lifecycle import applied, free_port, get, wait_for

@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.events import Changes, Event, Op, order_id
-from service.generator import OrderStream, replay
-from service.net_effect import net_effect
-from service.router import partitions_of
+from service.pipeline.events import Changes, Event, Op, order_id
+from service.pipeline.generator import OrderStream, replay
+from service.pipeline.net_effect import net_effect
+from service.pipeline.router import partitions_of
 
 from .conftest import identity
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from service.generator import replay
+from service.pipeline.generator import replay
 
 from .conftest import START, clean_env, identity, spawn
 from .emulator import Server

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from service.generator import replay
+from service.pipeline.generator import replay
 from service.runner import Service
 
 from .conftest import START, cli, config, identity

@@ -11,10 +11,11 @@ from typing import Any
 import duckdb
 import pytest
 
-from service import reads, snapshot, verify
 from service.config import ConfigError
 from service.sinks.base import Warehouse
 from service.sinks.duckdb import DuckDBSink, DuckSession
+from service.verify import check
+from service.watch import reads, snapshot
 
 from .conftest import START, cli
 
@@ -126,7 +127,7 @@ def test_a_snapshot_verifies_elsewhere_and_leaves_the_target_as_it_was(
     )
     copy = snapshot.load(tables)
     try:
-        report = verify.verify(copy, Warehouse.LOCAL, "0")
+        report = check.verify(copy, Warehouse.LOCAL, "0")
     finally:
         copy.close()
     assert report.ok, [c for c in report.checks if not c.ok]

@@ -24,9 +24,9 @@ import duckdb
 import numpy as np
 import pytest
 
-from service import checkpoint, generator, producer, resume
-from service.events import Changes
-from service.generator import (
+from service.pipeline import checkpoint, generator, producer, resume
+from service.pipeline.events import Changes
+from service.pipeline.generator import (
     BLOCK,
     GeneratorSettings,
     OrderStream,
@@ -396,7 +396,8 @@ def test_a_snapshot_in_several_large_parts_round_trips_through_the_connector() -
 # SIGKILLs with snapshots being saved: the CLI, snapshots every 8,192 events.
 OFTEN_CLI = """
 import sys
-from service import __main__ as cli, resume
+from service import __main__ as cli
+from service.pipeline import resume
 resume.SNAPSHOT_EVERY = 8192
 sys.exit(cli.main(sys.argv[1:]))
 """

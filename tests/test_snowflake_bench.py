@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service import bench_snowflake as bench
+from service.bench import snowflake as bench
 
 
 def test_steady_rate_counts_full_batches_between_first_and_last_commit() -> None:

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from service.generator import replay
+from service.pipeline.generator import replay
 
 from .conftest import START, cli, config, identity
 from .emulator import Gate, Server

@@ -17,7 +17,7 @@ import duckdb
 import pytest
 import snowflake.connector
 
-from service.generator import replay
+from service.pipeline.generator import replay
 
 from .conftest import START, cli, identity
 from .emulator import ROWS_SQL, Gate, Server

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.generator import replay
+from service.pipeline.generator import replay
 
 from .conftest import START, cli, identity
 from .emulator import Gate, Recorded, Server

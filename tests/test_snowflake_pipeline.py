@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from service.generator import replay
+from service.pipeline.generator import replay
 from service.runner import Service
 from service.sinks.emulator import EmulatorSink
 from service.sinks.snowflake.sql import MAX_LIST

@@ -13,9 +13,9 @@ import sqlglot
 from snowflake.connector import errors as sf
 from snowflake.connector.converter import SnowflakeConverter
 
-from service.events import Batch, Event, Op
-from service.generator import OrderStream
-from service.net_effect import net_effect
+from service.pipeline.events import Batch, Event, Op
+from service.pipeline.generator import OrderStream
+from service.pipeline.net_effect import net_effect
 from service.sinks.base import Claim, SinkError
 from service.sinks.snowflake import errors
 from service.sinks.snowflake import sql as q

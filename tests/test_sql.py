@@ -10,9 +10,9 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from service import scheduler, sqlfiles, warehouse
 from service.config import ConfigError, Names
 from service.sinks.duckdb import DuckSession
+from service.warehouse import layers, scheduler, sqlfiles
 
 from .helpers import two_orders
 
@@ -142,7 +142,7 @@ def test_snowflake_ddl_runs_the_files_as_written_with_validated_names() -> None:
 def test_local_translation_is_produced_from_the_files(monkeypatch: pytest.MonkeyPatch) -> None:
     """Change the file's SELECT and the local table changes: nothing is kept in a second copy."""
     con = two_orders("001", first_quantity=1)
-    warehouse.materialize(DuckSession(con))
+    layers.materialize(DuckSession(con))
     q = "SELECT high_value_order_count, total_high_value_orders FROM orders_aggregated"
     assert con.execute(q).fetchall() == [(1, 150)]
     files = tuple(
@@ -152,7 +152,7 @@ def test_local_translation_is_produced_from_the_files(monkeypatch: pytest.Monkey
     monkeypatch.setattr(sqlfiles, "files", lambda: files)
     (derived, _) = sqlfiles.layers()
     assert "amount > 50" in derived.local_sql("duckdb")
-    warehouse.materialize(DuckSession(con))
+    layers.materialize(DuckSession(con))
     assert con.execute(q).fetchall() == [(2, 210)]
 
 

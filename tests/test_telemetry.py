@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from service.events import Op
-from service.metrics import Metrics, Stats
-from service.telemetry import Telemetry
+from service.pipeline.events import Op
+from service.watch.metrics import Metrics, Stats
+from service.watch.telemetry import Telemetry
 
 
 def _commit(stats: Stats, metrics: Metrics, inserts: int, updates: int, seconds: float) -> None:

@@ -11,11 +11,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from service import expected, shard_rows, verify
-from service.events import id_number, order_id
-from service.generator import replay
+from service.pipeline.events import id_number, order_id
+from service.pipeline.generator import replay
 from service.sinks.base import Warehouse
 from service.sinks.duckdb import DuckSession
+from service.verify import check, expected, shard_rows
 
 from .conftest import START, cli, identity
 
@@ -128,16 +128,16 @@ def test_a_stale_or_tampered_aggregate_is_caught(written: Path, tmp_path: Path) 
     path = _copy(written, tmp_path, lambda con: None)
     con = duckdb.connect(str(path))
     try:
-        assert verify.verify(DuckSession(con), Warehouse.LOCAL, "0").ok
+        assert check.verify(DuckSession(con), Warehouse.LOCAL, "0").ok
         con.execute(
             "UPDATE orders_aggregated SET total_revenue = total_revenue + 0.01 "
             "WHERE order_month = 11"
         )
-        report = verify.verify(DuckSession(con), Warehouse.LOCAL, "0", refresh=False)
+        report = check.verify(DuckSession(con), Warehouse.LOCAL, "0", refresh=False)
         (agg,) = [c for c in report.checks if c.name.startswith("orders_aggregated")]
         assert not agg.ok
         assert agg.differences[0].startswith("2025-11: total_revenue")
-        assert verify.verify(DuckSession(con), Warehouse.LOCAL, "0").ok, "a refresh mends it"
+        assert check.verify(DuckSession(con), Warehouse.LOCAL, "0").ok, "a refresh mends it"
     finally:
         con.close()
 
@@ -179,7 +179,7 @@ def test_chunked_verify_names_what_differs_in_a_middle_chunk(longer: Path, tmp_p
 
     con = duckdb.connect(str(_copy(longer, tmp_path, tamper)))
     try:
-        report = verify.verify(DuckSession(con), Warehouse.LOCAL, "0", chunk_rows=2_000)
+        report = check.verify(DuckSession(con), Warehouse.LOCAL, "0", chunk_rows=2_000)
     finally:
         con.close()
     rows, unique = report.checks[0], report.checks[1]
@@ -204,7 +204,7 @@ def test_two_shards_in_one_table_each_verify(tmp_path: Path) -> None:
     try:
         theirs = con.execute("SELECT count(*) FROM raw_orders WHERE order_id LIKE 'ORD-1-%'")
         other = theirs.fetchone()
-        reports = [verify.verify(DuckSession(con), Warehouse.LOCAL, s, chunk_rows=3_000)
+        reports = [check.verify(DuckSession(con), Warehouse.LOCAL, s, chunk_rows=3_000)
                    for s in ("0", "1")]  # fmt: skip
     finally:
         con.close()
@@ -226,7 +226,7 @@ def test_the_replay_in_chunks_is_the_replay_and_covers_every_number() -> None:
         assert chunk.low == low
         assert all(chunk.low <= n and (chunk.high is None or n < chunk.high)
                    for n in chunk.order_no.tolist())  # fmt: skip
-        shown = verify.render(chunk, "ORD-0-")
+        shown = check.render(chunk, "ORD-0-")
         got.update((id_number(str(shown.order_id[i])), shown.row(i)) for i in range(len(chunk)))
         low = chunk.high
     assert low is None and len(parts) > 5

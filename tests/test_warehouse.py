@@ -20,13 +20,14 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from service import scheduler, sqlfiles, verify, warehouse
 from service.config import Names
-from service.generator import OrderStream, replay
-from service.router import partition_of
+from service.pipeline.generator import OrderStream, replay
+from service.pipeline.router import partition_of
 from service.sinks.base import Dialect, Warehouse
 from service.sinks.duckdb import DuckSession
 from service.sinks.snowflake import SnowSession
+from service.verify import check
+from service.warehouse import layers, scheduler, sqlfiles
 
 from .conftest import identity
 
@@ -87,7 +88,7 @@ def aggregated(con: Any) -> dict[tuple[int, int], dict[str, Any]]:
     """orders_aggregated of a DuckDB connection or a connector connection."""
     local = isinstance(con, duckdb.DuckDBPyConnection)
     session = DuckSession(con) if local else SnowSession(con, autocommit=True)
-    return {(int(k[0]), int(k[1])): v for k, v in verify.read_aggregated(session).items()}
+    return {(int(k[0]), int(k[1])): v for k, v in check.read_aggregated(session).items()}
 
 
 # -- DuckDB ---------------------------------------------------------------------------------
@@ -110,12 +111,12 @@ def test_aggregate_equals_python_on_duckdb() -> None:
     state = replay(identity(), 20_000)
     con = duckdb.connect()
     load_duckdb(con, state)
-    warehouse.apply_ddl(DuckSession(con), Warehouse.LOCAL, Names())
+    layers.apply_ddl(DuckSession(con), Warehouse.LOCAL, Names())
     assert_matches(aggregated(con), python_aggregate(state))
     # A refresh follows changes: delete a month's worth of orders and refresh.
     gone = min(python_aggregate(state))
     con.execute("DELETE FROM raw_orders WHERE month(order_date) = ?", [gone[1]])
-    rows = warehouse.refresh(DuckSession(con), Warehouse.LOCAL)
+    rows = layers.refresh(DuckSession(con), Warehouse.LOCAL)
     left = {
         k: v for k, v in state.items() if dt.datetime.fromtimestamp(v[2], dt.UTC).month != gone[1]
     }
@@ -209,7 +210,7 @@ def test_aggregate_equals_python_on_the_emulator(sf: Any) -> None:
     """The same check through the real Snowflake connector: the SELECTs from sql/ on fakesnow."""
     state = replay(identity(), 1_500)
     load_snowflake(sf, state)
-    warehouse.apply_ddl(SnowSession(sf, autocommit=True), Warehouse.LOCAL, Names())
+    layers.apply_ddl(SnowSession(sf, autocommit=True), Warehouse.LOCAL, Names())
     assert_matches(aggregated(sf), python_aggregate(state))
     # Change some orders, refresh, and the aggregate follows.
     changed = sorted(state)[:40]
@@ -220,7 +221,7 @@ def test_aggregate_equals_python_on_the_emulator(sf: Any) -> None:
     for oid in changed:
         r = state[oid]
         state[oid] = r._replace(status="DELIVERED", amount_cents=25_000)
-    warehouse.refresh(SnowSession(sf, autocommit=True), Warehouse.LOCAL)
+    layers.refresh(SnowSession(sf, autocommit=True), Warehouse.LOCAL)
     assert_matches(aggregated(sf), python_aggregate(state))
 
 
@@ -242,11 +243,11 @@ def test_verify_holds_on_the_emulator(sf: Any) -> None:
         "VALUES (%s, %s, %s, %s)",
         [("0", p, s, now) for p, s in ckpts.items()],
     )
-    warehouse.apply_ddl(SnowSession(sf, autocommit=True), Warehouse.LOCAL, Names())
-    report = verify.verify(SnowSession(sf, autocommit=True), Warehouse.LOCAL, "0")
+    layers.apply_ddl(SnowSession(sf, autocommit=True), Warehouse.LOCAL, Names())
+    report = check.verify(SnowSession(sf, autocommit=True), Warehouse.LOCAL, "0")
     assert report.ok, report.checks
     cur.execute("UPDATE raw_orders SET quantity = quantity + 1 WHERE order_id = 'ORD-0-0000000001'")
-    bad = verify.verify(SnowSession(sf, autocommit=True), Warehouse.LOCAL, "0")
+    bad = check.verify(SnowSession(sf, autocommit=True), Warehouse.LOCAL, "0")
     assert not bad.ok
     assert "changed ORD-0-0000000001: quantity" in bad.checks[0].differences[0]
 
@@ -254,7 +255,7 @@ def test_verify_holds_on_the_emulator(sf: Any) -> None:
 def test_task_history_on_the_emulator(sf: Any, sf_connect: Any) -> None:
     """The local task runs on a connection of its own and records its runs (pyformat, times)."""
     load_snowflake(sf, replay(identity(), 300))
-    warehouse.apply_ddl(SnowSession(sf, autocommit=True), Warehouse.LOCAL, Names())
+    layers.apply_ddl(SnowSession(sf, autocommit=True), Warehouse.LOCAL, Names())
     scheduled = dt.datetime(2026, 1, 1, 12, 0, 0, 250_000)
     ok = scheduler.run_task(
         scheduler.sessions(lambda: SnowSession(sf_connect(), autocommit=True)), scheduled
@@ -306,7 +307,7 @@ class Recorder:
 def test_snowflake_gets_dynamic_tables_and_a_resumed_task() -> None:
     """On Snowflake prepare sends the files as written; refresh is ALTER DYNAMIC TABLE REFRESH."""
     con = Recorder()
-    warehouse.apply_ddl(con, Warehouse.DYNAMIC, Names(warehouse="ETL_WH"))
+    layers.apply_ddl(con, Warehouse.DYNAMIC, Names(warehouse="ETL_WH"))
     creates = [s for s in con.sql if "CREATE" in s]
     assert len(con.sql) == 4 and len(creates) == 3
     assert "CREATE DYNAMIC TABLE IF NOT EXISTS orders_derived" in con.sql[0]
@@ -315,5 +316,5 @@ def test_snowflake_gets_dynamic_tables_and_a_resumed_task() -> None:
     assert con.sql[3] == "ALTER TASK refresh_orders_agg RESUME"
     assert not any("CREATE TABLE" in s for s in con.sql), "no local history table on Snowflake"
     con.sql.clear()
-    assert warehouse.refresh(con, Warehouse.DYNAMIC) is None
+    assert layers.refresh(con, Warehouse.DYNAMIC) is None
     assert con.sql == ["ALTER DYNAMIC TABLE orders_aggregated REFRESH"]

@@ -12,13 +12,13 @@ from typing import Any
 import duckdb
 import pytest
 
-from service import scheduler, warehouse
 from service.config import Names
-from service.generator import replay
-from service.metrics import Metrics
+from service.pipeline.generator import replay
 from service.sinks.base import Warehouse
 from service.sinks.duckdb import DuckSession
 from service.sinks.null import NullSink
+from service.warehouse import layers, scheduler
+from service.watch.metrics import Metrics
 
 from .conftest import cli, identity
 from .test_warehouse import load_duckdb
@@ -29,7 +29,7 @@ INTERVAL = 0.3
 def _target(path: Path | str = ":memory:") -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(path))
     load_duckdb(con, replay(identity(), 3_000))
-    warehouse.apply_ddl(DuckSession(con), Warehouse.LOCAL, Names())
+    layers.apply_ddl(DuckSession(con), Warehouse.LOCAL, Names())
     return con
 
 

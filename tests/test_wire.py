@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service import wire
+from service.watch import wire
 
 SCALARS = st.one_of(
     st.none(),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from ..config import Names
-from ..events import Batch
+from ..pipeline.events import Batch
 
 if TYPE_CHECKING:
     from ..retry import Phase
@@ -173,7 +173,7 @@ class Sink(Protocol):
         checkpoints), take the shard over, and read its checkpoints: one transaction.
 
         Writers created afterwards hold this claim; a later claim by another
-        process fences them (see :mod:`service.checkpoint`).
+        process fences them (see :mod:`service.pipeline.checkpoint`).
         """
 
     def writer(self, worker: int) -> Writer:

@@ -3,7 +3,7 @@
 Each batch is one transaction on the worker's own cursor, from one Arrow table
 of its net rows: one ``DELETE ... IN (SELECT ...)`` of the orders it updates or
 deletes, one ``INSERT ... SELECT`` of the new images (inserts and updates), and
-the checkpoint UPDATE of :mod:`service.checkpoint`. Tables come from ``sql/``,
+the checkpoint UPDATE of :mod:`service.pipeline.checkpoint`. Tables come from ``sql/``,
 translated from Snowflake's dialect.
 """
 
@@ -20,9 +20,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import checkpoint, clock, logs, schema, sqlfiles
+from .. import clock, logs
 from ..config import Names
-from ..events import ORDER_DIGITS, STATUSES, Batch, Changes, Op, customer_id, product_id
+from ..pipeline import checkpoint
+from ..pipeline.events import ORDER_DIGITS, STATUSES, Batch, Changes, Op, customer_id, product_id
+from ..warehouse import schema, sqlfiles
 from .base import (
     Claim,
     Dialect,
@@ -57,7 +59,7 @@ INSERT INTO raw_orders (order_id, customer_id, order_date, status, amount, produ
 SELECT order_id, customer_id, order_date, status, amount, product_id, quantity
 FROM cdc_batch WHERE op <> 3
 """
-#: The orders the batch touched, for the local refresh to follow (service/deltas.py).
+#: The orders the batch touched, for the local refresh to follow (service/warehouse/deltas.py).
 _TOUCHED = "INSERT INTO cdc_changed_orders SELECT order_id FROM cdc_batch"
 #: The range lets DuckDB skip every row group outside it (zone maps): only the
 #: recent end of the table is scanned, however long the table grows.

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from ..config import Names
-from ..events import Batch
+from ..pipeline.events import Batch
 from .base import Claim, SinkError, SqlSession, StoredStream, Warehouse, Writer
 
 if TYPE_CHECKING:

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, TypeVar
 
 import snowflake.connector
 
-from ... import checkpoint, logs, sqlfiles
-from ... import schema as shapes
+from ... import logs
 from ...config import Config, ConnectionSpec
+from ...pipeline import checkpoint
 from ...retry import Observer, Phase, RetryPolicy
+from ...warehouse import schema as shapes
+from ...warehouse import sqlfiles
 from ..base import Claim, SinkError, SqlSession, StoredStream, Warehouse
 from . import errors
 from . import sql as q

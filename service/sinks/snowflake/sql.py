@@ -18,8 +18,8 @@ from typing import Any, NamedTuple, TypeVar
 import numpy as np
 
 from ... import clock
-from ...checkpoint import advance
-from ...events import (
+from ...pipeline.checkpoint import advance
+from ...pipeline.events import (
     COLUMNS,
     CUSTOMER_DIGITS,
     ORDER_DIGITS,
@@ -160,7 +160,7 @@ def deletes(order_ids: Sequence[str], max_rows: int = MAX_LIST) -> list[Statemen
 
 
 def checkpoint(claim: Claim, checkpoints: dict[int, int], now: dt.datetime) -> Statement:
-    """The batch's checkpoint UPDATE (:func:`service.checkpoint.advance`), for the connector.
+    """The batch's checkpoint UPDATE (:func:`service.pipeline.checkpoint.advance`), for the connector.
 
     Not replayable: its row count is the compare-and-set's verdict, and a copy the
     connector re-sent after a lost reply would find nothing left to move.

@@ -5,7 +5,7 @@ there is no BEGIN round trip): the inserts as ``executemany`` (which the
 connector sends as one multi-row INSERT per chunk), the updates as one
 ``UPDATE ... FROM (VALUES ...)`` per chunk, the deletes as one ``DELETE ... IN``
 per chunk, the checkpoints as one UPDATE (a compare-and-set on this writer's
-epoch, :mod:`service.checkpoint`), then COMMIT. Every one of them stays inside
+epoch, :mod:`service.pipeline.checkpoint`), then COMMIT. Every one of them stays inside
 the transaction, on Snowflake and on the emulator alike.
 
 After an error the outcome is not known: the connector retries a request whose
@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ... import checkpoint, clock, logs
+from ... import clock, logs
 from ...config import ConnectionSpec
-from ...events import Batch
+from ...pipeline import checkpoint
+from ...pipeline.events import Batch
 from ...retry import Phase, RetryPolicy
 from ..base import Claim
 from . import errors

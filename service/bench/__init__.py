@@ -1,0 +1,1 @@
+"""The benchmarks: ``bench`` (:mod:`.pipeline`), ``bench --long``, ``bench --snowflake``."""

@@ -1,0 +1,273 @@
+"""``ecomm-cdc bench --long``: what a long-running service costs, at two ages, as ratios.
+
+Every figure is a real ``ecomm-cdc run`` or ``ecomm-cdc verify`` in a child
+process, its RSS sampled from outside with psutil (as in :mod:`service.bench.pipeline`);
+times come from the child's own log lines. ``--long-events`` (L, 30M by
+default) sets every scale: the memory run streams L events; the targets hold
+L/3 ("big", 10M), L/30 ("small", 1M) and L/300 ("tiny", 100k) events.
+
+- memory: peak RSS over the L-event run, and over its first third against the rest;
+- resume: from launch to the first applied event, on the tiny and the big target;
+- refresh: the local refresh after 10,000 more events, on the small and the big target
+  (each the median of three resumes, each adding 10,000 events);
+- verify: peak RSS and time on the small and the big target, and against the run that
+  produced each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from .pipeline import PeakRss
+
+START = "2026-01-01T00:00:00"
+SEED = 7
+MORE = 10_000  # events added to a target to measure a resume and a refresh
+REPEAT = 3  # resumes per target (medians)
+
+
+@dataclass
+class Child:
+    """What one child process did: its log records, its RSS, its wall time."""
+
+    code: int
+    seconds: float  # launch to exit
+    launched: dt.datetime  # UTC
+    peak_rss_mb: float
+    records: list[dict[str, Any]] = field(default_factory=list)
+    rss_by_events: list[tuple[int, float]] = field(default_factory=list)
+    stderr: str = ""
+    stdout_tail: str = ""
+
+    def first(self, event: str) -> dict[str, Any] | None:
+        return next((r for r in self.records if r.get("event") == event), None)
+
+    def last(self, event: str) -> dict[str, Any] | None:
+        return next((r for r in reversed(self.records) if r.get("event") == event), None)
+
+    def since_launch(self, record: dict[str, Any]) -> float:
+        at = dt.datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00"))
+        return (at - self.launched).total_seconds()
+
+    def failure(self) -> str:
+        failed = self.first("service.failed")
+        text = failed["error"] if failed else (self.stderr.strip() or self.stdout_tail)[-300:]
+        return f"exit {self.code}: {text}"
+
+
+def spawn(args: list[str], memory_mb: int | None, debug: bool = False) -> Child:
+    """Run ``python -m service ARGS``; sample its RSS every 50 ms and at each throughput line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "SNOWFLAKE_"))}
+    env.update(CDC_HTTP_PORT="0", CDC_LOG_FORMAT="json", COLUMNS="200")
+    if memory_mb:
+        env["CDC_DUCKDB_MEMORY_MB"] = str(memory_mb)
+    if debug:
+        env["CDC_LOG_LEVEL"] = "debug"  # one line per committed batch: the first is the resume
+    launched = dt.datetime.now(dt.UTC)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    rss = PeakRss(proc.pid)
+    records: list[dict[str, Any]] = []
+    by_events: list[tuple[int, float]] = []
+    tail: list[str] = []
+    committed = False
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if not line.startswith("{"):
+            tail = [*tail[-20:], line]
+            continue
+        rec = json.loads(line)
+        if rec.get("event") == "pipeline.throughput":
+            with contextlib.suppress(psutil.Error):
+                by_events.append((int(rec["generated"]), rss.now()))
+        if rec.get("event") == "sink.batch_committed":
+            if committed:
+                continue  # only the first is kept: a long run commits thousands
+            committed = True
+        records.append(rec)
+    proc.wait()
+    seconds = time.perf_counter() - t0
+    peak = rss.stop()
+    err = proc.stderr.read() if proc.stderr else ""
+    return Child(proc.returncode, seconds, launched, peak, records, by_events, err, "".join(tail))
+
+
+def _run_args(db: Path, events: int) -> list[str]:
+    return ["run", "--events", str(events), "--seed", str(SEED), "--start", START,
+            "--duckdb-path", str(db), "--no-progress"]  # fmt: skip
+
+
+def _fresh(db: Path) -> Path:
+    for p in (db, db.with_suffix(".duckdb.wal")):
+        p.unlink(missing_ok=True)
+    return db
+
+
+@dataclass
+class Target:
+    """A target built by one run of the service."""
+
+    label: str
+    events: int
+    db: Path
+    built: Child
+
+    @property
+    def ok(self) -> bool:
+        return self.built.code == 0
+
+    @property
+    def run_seconds(self) -> float:
+        summary = self.built.last("pipeline.summary")
+        return float(summary["elapsed_s"]) if summary else self.built.seconds
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a is not None and b else "n/a"
+
+
+def _fmt(v: float | None, unit: str = "", digits: int = 2) -> str:
+    return "n/a" if v is None else f"{v:,.{digits}f}{unit}"
+
+
+def memory(console: Console, workdir: Path, events: int, memory_mb: int | None) -> None:
+    """Peak RSS over the long run, and the first third against the rest."""
+    child = spawn(_run_args(_fresh(workdir / "long.duckdb"), events), memory_mb)
+    third = events // 3
+    early = [rss for ev, rss in child.rss_by_events if ev <= third]
+    late = [rss for ev, rss in child.rss_by_events if ev > third]
+    reached = child.rss_by_events[-1][0] if child.rss_by_events else 0
+    head = f"memory over {events:,} events: "
+    if child.code != 0:
+        console.print(
+            f"{head}[bold red]FAILED[/] after about {reached:,} events ({child.failure()}); "
+            f"peak RSS {child.peak_rss_mb:.0f} MB"
+        )
+        return
+    a, b = max(early, default=None), max(late, default=None)
+    console.print(
+        f"{head}exit 0, peak RSS [bold]{child.peak_rss_mb:.0f} MB[/]; highest RSS at a "
+        f"throughput line up to {third:,} events {_fmt(a, ' MB', 0)}, from there to the end "
+        f"{_fmt(b, ' MB', 0)}: later / earlier [bold]{_ratio(b, a)}[/]"
+    )
+
+
+def build(workdir: Path, label: str, events: int, memory_mb: int | None) -> Target:
+    db = _fresh(workdir / f"target_{label}.duckdb")
+    return Target(label, events, db, spawn(_run_args(db, events), memory_mb))
+
+
+def main(ns: argparse.Namespace) -> int:
+    console = Console()
+    workdir = Path(ns.workdir) if ns.workdir else Path(tempfile.mkdtemp(prefix="ecomm-cdc-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    big = ns.long_events // 3
+    small, tiny = big // 10, big // 100
+    mem = ns.long_memory_mb
+    console.print(
+        f"[bold]ecomm-cdc bench --long[/]: memory run {ns.long_events:,} events; targets "
+        f"{tiny:,} / {small:,} / {big:,} events; seed {SEED}, {os.cpu_count()} cores; DuckDB "
+        f"memory of the memory run and the builds "
+        f"{f'{mem} MB (--long-memory-mb)' if mem else 'the default'}, of the rest the "
+        f"default; files in {workdir}"
+    )
+    memory(console, workdir, ns.long_events, mem)
+    targets = {t.label: t for t in (build(workdir, n, e, mem) for n, e in
+               (("tiny", tiny), ("small", small), ("big", big)))}  # fmt: skip
+    for t in targets.values():
+        if not t.ok:
+            console.print(
+                f"building the {t.label} target ({t.events:,} events) FAILED: {t.built.failure()}"
+            )
+    # Verify and resume on the default settings, whatever built the targets.
+    verified = {k: verify(targets[k]) for k in ("small", "big") if targets[k].ok}
+    # Each target resumed REPEAT times, MORE events each: the medians are the figures (a
+    # single refresh of a fraction of a second varies by 2x from run to run here).
+    resumed = {k: [spawn(_run_args(t.db, t.events + MORE * (i + 1)), None, debug=True)
+                   for i in range(REPEAT)] for k, t in targets.items() if t.ok}  # fmt: skip
+    table = Table(title="long-run costs at two ages (one run)")
+    for col in ("what", "younger", "older", "older / younger"):
+        table.add_column(col, justify="left" if col == "what" else "right")
+
+    def row(what: str, young: float | None, old: float | None, unit: str) -> None:
+        table.add_row(what, _fmt(young, unit), _fmt(old, unit), _ratio(old, young))
+
+    starts = {k: _median([_resume_seconds(c) for c in cs]) for k, cs in resumed.items()}
+    row(f"resume: launch to first applied event ({tiny:,} vs {big:,})",
+        starts.get("tiny"), starts.get("big"), " s")  # fmt: skip
+    refreshes = {k: _median([_refresh_seconds(c) for c in cs]) for k, cs in resumed.items()}
+    row(f"refresh after {MORE:,} more events ({small:,} vs {big:,})",
+        refreshes.get("small"), refreshes.get("big"), " s")  # fmt: skip
+    v = {k: c for k, c in verified.items() if c.code in (0, 1)}
+    row(
+        f"verify: peak RSS ({small:,} vs {big:,})",
+        _peak(v.get("small")),
+        _peak(v.get("big")),
+        " MB",
+    )
+    row(f"verify: seconds ({small:,} vs {big:,})", _secs(v.get("small")), _secs(v.get("big")), " s")
+    console.print(table)
+    for k, c in v.items():
+        t = targets[k]
+        console.print(
+            f"verify of the {k} target: {c.seconds:.1f} s, the run that built it "
+            f"{t.run_seconds:.1f} s: [bold]{_ratio(c.seconds, t.run_seconds)}[/] "
+            f"({'ok' if c.code == 0 else 'FAILED: differences'})"
+        )
+    for k, c in verified.items():
+        if c.code not in (0, 1):
+            console.print(f"verify of the {k} target: {c.failure()}")
+    for k, cs in resumed.items():
+        for c in cs:
+            if c.code != 0:
+                console.print(f"resuming the {k} target: {c.failure()}")
+    return 0
+
+
+def verify(target: Target) -> Child:
+    return spawn(["verify", "--target", "duckdb", "--duckdb-path", str(target.db)], None)
+
+
+def _resume_seconds(c: Child) -> float | None:
+    first = c.first("sink.batch_committed")
+    return c.since_launch(first) if first else None
+
+
+def _refresh_seconds(c: Child) -> float | None:
+    last = c.last("warehouse.refresh")
+    return float(last["seconds"]) if last and last.get("state") == "SUCCEEDED" else None
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = sorted(v for v in values if v is not None)
+    return statistics.median(known) if known else None
+
+
+def _peak(c: Child | None) -> float | None:
+    return c.peak_rss_mb if c else None
+
+
+def _secs(c: Child | None) -> float | None:
+    return c.seconds if c else None

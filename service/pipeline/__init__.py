@@ -1,0 +1,1 @@
+"""The stream, generator to commit: producer, queue, router, batcher, consumers, checkpoint."""

@@ -1,0 +1,1 @@
+"""``ecomm-cdc verify``: a target checked against the replayed stream, by :mod:`.check`."""

@@ -1,0 +1,1 @@
+"""The warehouse layers from ``sql/``: :mod:`.layers` creates and refreshes them."""

@@ -1,0 +1,190 @@
+"""What ``report``, ``tasks`` and ``query`` read: one set of functions, two callers.
+
+A command that opens the target itself calls these on its own session; a
+running service calls the very same ones on a cursor of its own (see
+:mod:`service.watch.api`) and sends the result over HTTP. Either way the command
+renders the result with the same code, so the output is the same.
+
+Ad-hoc SQL is read-only by five locks, any one of which would refuse a write:
+sqlglot's parse (one query, no write anywhere in it), DuckDB's own parser (one
+statement, of type SELECT), a ``READ ONLY`` transaction that is rolled back,
+and a database opened with ``enable_external_access = false`` (no files, no
+network, no extensions from SQL). A row limit and a time limit bound its cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+
+from .. import logs
+from ..config import ConfigError
+from ..sinks.base import SinkError, SqlSession
+from ..warehouse import sqlfiles
+from ..warehouse.scheduler import history
+
+#: Rows a query returns at most (``more`` says when there were others).
+QUERY_ROWS = 1000
+_WRITES = (
+    exp.Insert,
+    exp.Update,
+    exp.Delete,
+    exp.Merge,
+    exp.Create,
+    exp.Drop,
+    exp.Alter,
+    exp.Command,
+    exp.Into,
+    exp.Copy,
+    exp.TruncateTable,
+    exp.Set,
+    exp.Use,
+    exp.Transaction,
+    exp.Commit,
+    exp.Rollback,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """A result: column names, the rows, and whether rows were left out at the limit."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    more: bool = field(default=False)
+
+
+class QueryTimeout(SinkError):
+    """A query ran past its time limit and was interrupted (exit 1)."""
+
+
+def read_only(sql: str, dialect: str) -> str:
+    """``sql`` if it is one read-only query in ``dialect``; else a ConfigError (exit 2)."""
+    try:
+        with sqlfiles.quiet_sqlglot():
+            parsed = [e for e in sqlglot.parse(sql, read=dialect) if e is not None]
+    except sqlglot.errors.SqlglotError as exc:
+        raise ConfigError("query", f"the SQL does not parse: {logs.one_line(exc)}") from None
+    if len(parsed) != 1:
+        raise ConfigError("query", f"give exactly one statement (got {len(parsed)})")
+    stmt = parsed[0]
+    write = stmt.find(*_WRITES)
+    if not isinstance(stmt, exp.Query) or write is not None:
+        found = write or stmt
+        kind = type(found).__name__.upper()
+        if isinstance(found, exp.Command | exp.Column):  # kept as raw text: name its keyword
+            kind = sql.split(maxsplit=1)[0].upper() if sql.split() else kind
+        raise ConfigError("query", f"only a read-only query (SELECT, WITH, UNION) runs; got {kind}")
+    return sql
+
+
+def duck_cursor(session: SqlSession) -> Any:
+    """The DuckDB cursor under ``session``, or None for another driver."""
+    from ..sinks.duckdb import DuckSession
+
+    return session.con if isinstance(session, DuckSession) else None
+
+
+def checked(session: SqlSession, sql: str) -> str:
+    """``read_only``, and on DuckDB its own parser's word too: one statement, a SELECT."""
+    read_only(sql, session.dialect)
+    con = duck_cursor(session)
+    if con is not None:
+        import duckdb
+
+        try:
+            found = con.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise ConfigError("query", f"the SQL does not parse: {logs.one_line(exc)}") from None
+        kinds = [s.type.name for s in found]
+        if kinds != ["SELECT"]:
+            raise ConfigError(
+                "query",
+                f"only a read-only query (SELECT, WITH, UNION) runs; got {', '.join(kinds)}",
+            )
+    return sql
+
+
+@contextlib.contextmanager
+def read_only_transaction(session: SqlSession) -> Iterator[SqlSession]:
+    """A transaction that is always rolled back; on DuckDB, one that cannot write at all."""
+    if duck_cursor(session) is None:
+        session.begin()
+    else:
+        session.execute("BEGIN TRANSACTION READ ONLY")
+    try:
+        yield session
+    finally:
+        with contextlib.suppress(Exception):
+            session.rollback()
+
+
+@contextlib.contextmanager
+def _time_limit(session: SqlSession, seconds: float | None) -> Iterator[threading.Event]:
+    """Interrupt the DuckDB statement after ``seconds``; the event says it happened."""
+    fired = threading.Event()
+    con = duck_cursor(session)
+    if not seconds or con is None:
+        yield fired
+        return
+
+    def interrupt() -> None:
+        fired.set()
+        con.interrupt()
+
+    timer = threading.Timer(seconds, interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield fired
+    finally:
+        timer.cancel()
+
+
+def _refusal(exc: BaseException) -> ConfigError | None:
+    """DuckDB refusing a query that tried to reach a file or write: the user's input, exit 2."""
+    kind, text = type(exc).__name__, str(exc)
+    if kind == "PermissionException" or (kind == "TransactionException" and "read-only" in text):
+        return ConfigError("query", f"refused: {logs.one_line(exc)}")
+    return None
+
+
+def query(
+    session: SqlSession, sql: str, limit: int = QUERY_ROWS, seconds: float | None = None
+) -> Rows:
+    """One read-only query, at most ``limit`` rows, interrupted after ``seconds`` (DuckDB)."""
+    checked(session, sql)
+    with _time_limit(session, seconds) as fired:
+        try:
+            with read_only_transaction(session):
+                cur = session.execute(sql)
+                columns = [d[0] for d in cur.description]
+                rows = [tuple(r) for r in cur.fetchmany(limit + 1)]
+        except Exception as exc:
+            if fired.is_set():
+                raise QueryTimeout(
+                    f"query: stopped after its time limit of {seconds:g} s (CDC_QUERY_TIMEOUT)"
+                ) from None
+            refused = _refusal(exc)
+            if refused is not None:
+                raise refused from None
+            raise
+    return Rows(columns, rows[:limit], more=len(rows) > limit)
+
+
+def aggregated(session: SqlSession) -> Rows:
+    """orders_aggregated, one row per month, in month order (column names in lower case)."""
+    cur = session.execute("SELECT * FROM orders_aggregated ORDER BY order_year, order_month")
+    return Rows([d[0].lower() for d in cur.description], [tuple(r) for r in cur.fetchall()])
+
+
+def tasks(session: SqlSession, local: bool, limit: int = 100) -> Rows:
+    """The refresh task's last runs, oldest first."""
+    columns, rows = history(session, local, limit)
+    return Rows(columns, rows)
