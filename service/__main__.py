@@ -87,8 +87,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="generate the stream and apply it to the target")
     _add_run_flags(run)
+    init = sub.add_parser(
+        "init", help="create the tables, dynamic tables and task on the target (idempotent)"
+    )
+    init.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="Snowflake: recreate the layers an earlier version made (FULL dynamic tables)",
+    )
+    _add_target_flags(init)
+    emulator = sub.add_parser(
+        "emulator",
+        help="serve the Snowflake emulator until stopped (point --target snowflake at it)",
+    )
+    emulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    emulator.add_argument("--port", type=int, default=0, help="port to listen on (0: a free one)")
+    emulator.add_argument(
+        "--emulator-path", help="keep its database in this folder [CDC_EMULATOR_PATH]"
+    )
+    emulator.add_argument(
+        "--no-execute-task",
+        action="store_true",
+        help="play a role without the EXECUTE TASK privilege (ALTER TASK ... RESUME is refused)",
+    )
+    emulator.add_argument(
+        "--task-speed", type=float, default=1.0, help="run task schedules this many times faster"
+    )
     for name, text in (
-        ("init", "create the tables, dynamic tables and task on the target (idempotent)"),
         ("refresh", "refresh the derived and aggregated tables now"),
         ("report", "print orders_aggregated as a table"),
         ("tasks", "print the refresh task's history"),
@@ -140,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _flags(ns: argparse.Namespace) -> dict[str, Any]:
-    skip = {"command", "sql"}
+    skip = {"command", "sql", "upgrade"}
     return {k: v for k, v in vars(ns).items() if k not in skip and v is not None}
 
 
@@ -292,6 +317,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench.pipeline import main as bench_main
 
         return bench_main(ns)
+    if ns.command == "emulator":
+        from .sinks.emulator import serve
+
+        return serve(ns)
     try:
         config = load(_flags(ns))
     except ConfigError as exc:

@@ -146,13 +146,18 @@ def init(config: Config, ns: argparse.Namespace) -> int:
     """Create the tables, the layers and the task (or the local task history). Idempotent."""
     out = _console()
     with _target(config, create=True) as sink, _connection(sink) as session:
-        layers.apply_ddl(session, sink.warehouse, sink.names)
+        layers.apply_ddl(session, sink.warehouse, sink.names, upgrade=ns.upgrade)
         local = sink.warehouse is Warehouse.LOCAL
-    layer = "table, materialised from its sql/ SELECT" if local else "dynamic table"
+    layer = "table, materialised from its sql/ SELECT" if local else "dynamic table, incremental"
     rows = [
         ("raw_orders", "table", "001_raw_orders.sql"),
-        ("cdc_streams, cdc_checkpoints, cdc_snapshots", "tables", "002_cdc_state.sql"),
+        (
+            "cdc_streams, cdc_checkpoints, cdc_snapshots, cdc_sessions",
+            "tables",
+            "002_cdc_state.sql",
+        ),
         *((ly.name, layer, ly.file) for ly in sqlfiles.layers()),
+        *((v.name, "view", v.file) for v in sqlfiles.views()),
         (
             (
                 "cdc_task_history",
@@ -180,7 +185,7 @@ def refresh(config: Config, ns: argparse.Namespace) -> int:
     if run.state != "SUCCEEDED":
         out.print(f"refresh FAILED after {took:.2f} s: {run.error}")
         return 1
-    names = ", ".join(ly.name for ly in sqlfiles.layers())
+    names = ", ".join(sqlfiles.queried())
     out.print(f"refreshed {names}: {run.rows:,} rows in {took:.2f} s")
     return 0
 

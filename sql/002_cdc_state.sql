@@ -46,6 +46,23 @@ CREATE TABLE IF NOT EXISTS cdc_snapshots (
     CONSTRAINT pk_cdc_snapshots PRIMARY KEY (shard, identity, seq, part)
 );
 
+-- The sessions each writer of a shard opened (Snowflake and the emulator), so that the
+-- next writer can end what they left open. A writer killed in the middle of a batch
+-- (SIGKILL, an OOM kill, a node lost) leaves its session's transaction open, "detached",
+-- with its locks: Snowflake aborts it only once it has blocked another transaction for
+-- 5 idle minutes ("Transactions": aborting transactions). A writer that takes the shard
+-- over aborts the open transactions of the sessions recorded here by others
+-- (SHOW TRANSACTIONS, SYSTEM$ABORT_TRANSACTION), so its first batch does not wait for
+-- them. Nothing they had not committed is lost: it is ahead of the checkpoint. A
+-- session is recorded in a transaction of its own before it writes anything.
+CREATE TABLE IF NOT EXISTS cdc_sessions (
+    shard VARCHAR NOT NULL,
+    session_id VARCHAR NOT NULL,
+    writer VARCHAR,
+    opened_at TIMESTAMP_NTZ NOT NULL,
+    CONSTRAINT pk_cdc_sessions PRIMARY KEY (shard, session_id)
+);
+
 -- Added after the first release (a target from before gets them on its next start).
 ALTER TABLE cdc_streams ADD COLUMN IF NOT EXISTS writer_epoch BIGINT;
 ALTER TABLE cdc_streams ADD COLUMN IF NOT EXISTS writer VARCHAR;

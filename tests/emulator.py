@@ -6,9 +6,9 @@ and, because fakesnow accepts any sign-in, it can check one the way Snowflake
 does: a password, or a key-pair JWT verified against the registered public key
 (``ALTER USER ... SET RSA_PUBLIC_KEY``). A refusal is Snowflake's own reply
 (HTTP 200, ``success: false``, code 390100 or 390144), so the real connector
-reacts to it exactly as to Snowflake. It also asks fakesnow (through its
-``nop_regexes`` session parameter) to accept TASK statements as no-ops, which
-it cannot run: the warehouse layers' DDL then passes as it would on Snowflake.
+reacts to it exactly as to Snowflake. Behind it sits the service's own account
+layer (``service.sinks.emulator.account``): sessions, transactions and their
+aborts, dynamic tables and tasks, which fakesnow lacks (``Gate.account``).
 """
 
 from __future__ import annotations
@@ -20,25 +20,23 @@ import gzip
 import json
 import math
 import re
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from service.config import ConnectionSpec
 from service.sinks.emulator import ACCOUNT, PASSWORD, USER, Emulator, fakesnow_server
+from service.sinks.emulator.account import Account
+from service.sinks.emulator.layer import Layer
 from service.sinks.snowflake import open_connection
 
 ROWS_SQL = (
     "SELECT order_id, customer_id, order_date, status, amount, product_id, quantity FROM raw_orders"
 )
 _EPOCH = dt.datetime(1970, 1, 1)
-_LEAD = r"^\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*"
-#: Statements fakesnow cannot run, accepted as no-ops (as far as rows go, they are).
-NOP_REGEXES = [
-    _LEAD + r"(?:CREATE|ALTER|DROP|EXECUTE)\s+(?:OR\s+REPLACE\s+)?TASK\b[\s\S]*",
-    _LEAD + r"ALTER\s+DYNAMIC\s+TABLE\b[\s\S]*",
-]
 
 
 @dataclass
@@ -54,14 +52,15 @@ class Recorded:
 
 @dataclass
 class Gate:
-    """ASGI middleware in front of fakesnow's app."""
+    """ASGI middleware in front of the emulator (the account layer, then fakesnow)."""
 
     app: Any = None
+    account: Account = field(default_factory=Account)
     passwords: dict[str, str] | None = None  # user -> password; None: accept any
     public_keys: dict[str, Any] | None = None  # user -> RSAPublicKey
     statements: list[Recorded] = field(default_factory=list)
     logins: list[dict[str, Any]] = field(default_factory=list)
-    #: Break one worker's session: the one that sends INSERT number ``victim_insert``
+    #: Break one worker's session: the one that sends batch INSERT number ``victim_insert``
     #: hangs ``stall`` seconds, then finds its session gone (HTTP 401, as a lost one would).
     victim_insert: int = 0
     stall: float = 0.0
@@ -72,7 +71,7 @@ class Gate:
 
     def __post_init__(self) -> None:
         if self.app is None:
-            self.app = fakesnow_server().app
+            self.app = Layer(fakesnow_server().app, self.account)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -93,26 +92,15 @@ class Gate:
             if refusal is not None:
                 await _json(send, refusal)
                 return
-            login["data"].setdefault("SESSION_PARAMETERS", {})["nop_regexes"] = NOP_REGEXES
-            body = json.dumps(login).encode()
-            scope = {
-                **scope,
-                "headers": [
-                    (k, v)
-                    for k, v in scope["headers"]
-                    if k.lower() not in (b"content-encoding", b"content-length")
-                ]
-                + [(b"content-length", str(len(body)).encode())],
-            }
         elif path.endswith("/query-request"):
             token = headers.get("authorization", "")[17:-1]
             rec = Recorded(token, json.loads(raw)["sqlText"])
             self.statements.append(rec)
             if (
                 self.victim_insert
-                and rec.verb == "INSERT"
+                and _is_batch_insert(rec)
                 and self.victim is None
-                and sum(1 for r in self.statements if r.verb == "INSERT") == self.victim_insert
+                and sum(map(_is_batch_insert, self.statements)) == self.victim_insert
             ):
                 self.victim = token
                 start = time.monotonic()
@@ -133,7 +121,13 @@ class Gate:
         await self.app(scope, again, send)
 
     def _check_login(self, data: dict[str, Any]) -> dict[str, Any] | None:
-        self.logins.append({k: v for k, v in data.items() if k in ("LOGIN_NAME", "AUTHENTICATOR")})
+        self.logins.append(
+            {
+                k: v
+                for k, v in data.items()
+                if k in ("LOGIN_NAME", "AUTHENTICATOR", "SESSION_PARAMETERS")
+            }
+        )
         user = str(data.get("LOGIN_NAME", "")).upper()
         if data.get("AUTHENTICATOR") == "SNOWFLAKE_JWT":
             keys = {k.upper(): v for k, v in (self.public_keys or {}).items()}
@@ -147,6 +141,11 @@ class Gate:
             if expected is None or data.get("PASSWORD") != expected:
                 return _refusal("390100", "Incorrect username or password was specified.")
         return None
+
+
+def _is_batch_insert(rec: Recorded) -> bool:
+    """A batch's INSERT (not the claim's, nor a session's record in cdc_sessions)."""
+    return rec.verb == "INSERT" and "INTO raw_orders" in rec.sql
 
 
 def as_rows(fetched: list[tuple[Any, ...]]) -> dict[str, tuple[object, ...]]:
@@ -352,3 +351,48 @@ def check_bulk(seen: list[BatchSeen], chunk: int) -> Iterator[str]:
         others = set(b.verbs) - {"INSERT", "UPDATE", "DELETE", "CHECKPOINT", "COMMIT"}
         if others:
             yield f"batch {i}: unexpected statements {sorted(others)}"
+
+
+class Outliving:
+    """``ecomm-cdc emulator`` in a process of its own: its sessions outlive the processes
+    killed against it, as Snowflake's do (an in-process emulator dies with its test's
+    writers only when they share its process; this one never does)."""
+
+    def __init__(self, *flags: str) -> None:
+        self.flags = flags
+        self.port = 0
+        self._proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> Outliving:
+        from .conftest import spawn
+
+        proc = self._proc = spawn("emulator", "--port", "0", *self.flags)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if '"emulator.listening"' in line:
+                self.port = int(json.loads(line)["port"])
+                return self
+        raise AssertionError(f"the emulator did not start: {proc.communicate()}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.communicate(timeout=30)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return Server().env(self.port, **extra)
+
+    def spec(self) -> ConnectionSpec:
+        return Emulator(port=self.port).spec()
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        conn = open_connection(self.spec(), autocommit=True, tag="test")
+        try:
+            cur = conn.cursor()
+            cur.execute(sql)
+            return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def rows(self) -> dict[str, tuple[object, ...]]:
+        return as_rows(self.query(ROWS_SQL))

@@ -14,13 +14,18 @@ def test_steady_rate_counts_full_batches_between_first_and_last_commit() -> None
     assert bench.steady_rate(commits, 100) == pytest.approx(200.0)
 
 
-def test_model_reaches_most_of_its_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A short run with 30 ms round trips: the pipeline keeps the round-trip-bound sink busy."""
+def test_model_reaches_most_of_its_lock_aware_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short run with 30 ms round trips: the pipeline keeps the round-trip-bound sink busy, and
+    the locks hold it to the serial part: four workers do not go four times one's speed."""
     monkeypatch.setattr(bench, "ROUND_TRIP", 0.03)
-    row = bench.model_run(2, 300, batches_per_worker=6)
-    assert row.events == 2 * 300 * 6
-    assert (
-        3 <= row.trips_per_batch <= 5
-    )  # INSERT, UPDATE, DELETE (when any), checkpoint UPDATE, COMMIT
-    assert row.ceiling == pytest.approx(2 * 300 / (row.trips_per_batch * 0.03))
-    assert row.share > 0.5
+    one = bench.model_run(1, 300, batches_per_worker=6)
+    four = bench.model_run(4, 300, batches_per_worker=6)
+    assert four.events == 4 * 300 * 6
+    # INSERT, UPDATE, DELETE (when any), checkpoint UPDATE, COMMIT
+    assert 3 <= four.trips_per_batch <= 5
+    # From the first UPDATE to the COMMIT: UPDATE, DELETE, checkpoint, COMMIT.
+    assert 3 <= four.locked_per_batch <= 4
+    assert four.ceiling == pytest.approx(300 / (four.locked_per_batch * 0.03))
+    assert four.unlocked_ceiling > 2 * four.ceiling
+    assert one.share > 0.5 and four.share > 0.5
+    assert four.steady_rate < 2 * one.steady_rate, "the locked parts queue behind each other"

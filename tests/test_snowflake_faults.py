@@ -27,7 +27,8 @@ def chaos(seed: int) -> Rule:
 
     - the reply to the first INSERT of a batch is lost after the server ran it: the batch
       is read back as *not committed* and applied again;
-    - the reply to the sixth COMMIT is lost, and so is every reply to that
+    - the reply to the sixth COMMIT since the first batch's INSERT (a batch's: the
+      sessions' records in cdc_sessions commit before) is lost, and so is every reply to that
       session's COMMITs until the connector gives up (its writer then sends a
       ROLLBACK): the server committed, and the batch is read back as *committed*.
     """
@@ -48,7 +49,7 @@ def chaos(seed: int) -> Rule:
                     return NO_REPLY  # the connector's own retries of it, too
                 if req.verb:
                     state["victim"] = ""  # the writer took over: stop
-            if req.verb == "COMMIT":
+            if req.verb == "COMMIT" and state["inserts"]:
                 state["commits"] += 1
                 if state["commits"] == 6:
                     state["victim"] = req.token

@@ -131,6 +131,14 @@ def test_plan_is_bulk_and_parses_as_snowflake() -> None:
     n_del = -(-len(batch.deletes) // 500)
     assert verbs == ["INSERT"] * n_ins + ["UPDATE"] * n_upd + ["DELETE"] * n_del + ["UPDATE"]
     assert q.round_trips(batch, 500) == len(plan) + 1
+    # The lock model's view of the same plan: its verbs and the tables they lock, in order.
+    trips = q.trips(batch, 500)
+    assert [verb for verb, _ in trips] == [*verbs, "COMMIT"]
+    tables = [t for st, (_, t) in zip(plan, trips, strict=False) if st.verb in ("UPDATE", "DELETE")]
+    assert tables == ["raw_orders"] * (n_upd + n_del) + ["cdc_checkpoints"]
+    assert all(st.sql.split()[2 if st.verb == "DELETE" else 1] == t for st, (_, t) in
+               zip(plan, trips, strict=False) if t)  # fmt: skip
+    assert q.locked_trips(trips) == n_upd + n_del + 2  # from the first UPDATE to the COMMIT
     for st in plan:
         if st.many:
             assert st.sql.count("%s") == len(st.params[0])

@@ -12,7 +12,8 @@ from sqlglot import exp
 
 from service.config import ConfigError, Names
 from service.sinks.duckdb import DuckSession
-from service.warehouse import layers, scheduler, sqlfiles
+from service.sinks.emulator.replies import calls_now
+from service.warehouse import decompose, layers, scheduler, sqlfiles
 
 from .helpers import two_orders
 
@@ -82,29 +83,58 @@ def test_every_sql_file_parses_as_snowflake() -> None:
     assert raw[1].endswith("ALTER TASK refresh_orders_agg RESUME")
 
 
-def test_dynamic_tables_keep_the_seeds_columns_and_add_honest_counts() -> None:
-    """Both layers are dynamic tables (lag DOWNSTREAM, configured warehouse), seed columns first."""
-    for file, table, columns in (
-        ("010_orders_derived.sql", "orders_derived", SEED_DERIVED),
-        ("011_orders_aggregated.sql", "orders_aggregated", SEED_AGGREGATED + HONEST_COUNTS),
-    ):
-        (create,) = _parsed(file)
-        assert isinstance(create, exp.Create) and create.this.name == table
-        props = {
-            p.name.upper(): p.text("value")
-            for p in create.args["properties"].expressions
-            if isinstance(p, exp.Property) and not isinstance(p, exp.DynamicProperty)
-        }
-        props_all = create.args["properties"].expressions
-        assert any(isinstance(p, exp.DynamicProperty) for p in props_all)
-        assert props == {"TARGET_LAG": "DOWNSTREAM", "WAREHOUSE": "TRANSFORM_WH"}
-        assert create.args.get("exists"), "IF NOT EXISTS: init and run must not rebuild it"
-        assert [s.alias_or_name for s in create.expression.selects] == columns
+def _props(create: exp.Create) -> dict[str, str]:
+    return {
+        p.name.upper(): p.text("value")
+        for p in create.args["properties"].expressions
+        if isinstance(p, exp.Property) and not isinstance(p, exp.DynamicProperty)
+    }
+
+
+def test_the_layers_keep_the_seeds_names_and_columns_and_add_honest_counts() -> None:
+    """orders_derived (a view over the dynamic table orders_derived_rows) has the seed's
+    columns; orders_aggregated (a dynamic table) the seed's, then the honest counts."""
+    rows, view = _parsed("010_orders_derived.sql")
+    assert isinstance(rows, exp.Create) and rows.this.name == "orders_derived_rows"
+    assert (
+        isinstance(view, exp.Create) and view.kind == "VIEW" and view.this.name == "orders_derived"
+    )
+    assert [s.alias_or_name for s in view.expression.selects] == SEED_DERIVED
+    assert [s.alias_or_name for s in rows.expression.selects] == SEED_DERIVED[:-1]
+    assert view.args.get("exists"), "IF NOT EXISTS: a view of that name is left alone"
     (agg,) = _parsed("011_orders_aggregated.sql")
+    assert agg.this.name == "orders_aggregated"
+    assert [s.alias_or_name for s in agg.expression.selects] == SEED_AGGREGATED + HONEST_COUNTS
     sums = {s.alias: s.this for s in agg.expression.selects if s.alias}
     # The seed's misleading names stay sums of amounts; the honest ones count orders.
     assert isinstance(sums["total_high_value_orders"], exp.Sum)
     assert isinstance(sums["high_value_order_count"], exp.Count)
+
+
+def test_every_dynamic_table_is_incremental_and_reads_no_clock() -> None:
+    """Every dynamic table says REFRESH_MODE = INCREMENTAL (Snowflake refuses, at creation, what
+    it could not keep incrementally) and calls no current-time function; the aggregate reads
+    the dynamic table, not the view; days_since_order is in the view."""
+    creates = [
+        e
+        for name, _ in sqlfiles.files()
+        for e in _parsed(name)
+        if isinstance(e, exp.Create)
+        and e.args.get("properties") is not None
+        and any(isinstance(p, exp.DynamicProperty) for p in e.args["properties"].expressions)
+    ]
+    assert sorted(c.this.name for c in creates) == ["orders_aggregated", "orders_derived_rows"]
+    for create in creates:
+        props = _props(create)
+        assert props["REFRESH_MODE"] == "INCREMENTAL", create.this.name
+        assert props["WAREHOUSE"] == "TRANSFORM_WH", create.this.name
+        assert create.args.get("exists"), "IF NOT EXISTS: init and run must not rebuild it"
+        assert calls_now(create.expression) is None, create.this.name
+        assert not any(decompose.now_dependent(n) for n in create.expression.walk())
+    (agg,) = [c for c in creates if c.this.name == "orders_aggregated"]
+    assert [t.name for t in agg.expression.find_all(exp.Table)] == ["orders_derived_rows"]
+    (view,) = sqlfiles.views(NAMES)
+    assert calls_now(view.select) is not None, "the view computes the age when it is read"
 
 
 def test_the_task() -> None:
@@ -117,26 +147,33 @@ def test_the_task() -> None:
         "body": "ALTER DYNAMIC TABLE orders_aggregated REFRESH",
     }
     assert sqlfiles.refresh_statement() == task["body"]
-    layers = [ly.name for ly in sqlfiles.layers()]
-    assert layers == ["orders_derived", "orders_aggregated"]
+    assert [ly.name for ly in sqlfiles.layers()] == ["orders_derived_rows", "orders_aggregated"]
+    assert [v.name for v in sqlfiles.views()] == ["orders_derived"]
 
 
 def test_snowflake_ddl_runs_the_files_as_written_with_validated_names() -> None:
-    """On Snowflake the files run verbatim (rendered), in order; a bad name is refused."""
-    ddl = sqlfiles.snowflake_ddl(NAMES)
+    """On Snowflake the files run verbatim (rendered), in order; a bad name is refused; the
+    target lag follows the setting."""
+    ddl = sqlfiles.layer_ddl(NAMES) + sqlfiles.task_ddl(NAMES)
     heads = [
         " ".join(ln for ln in s.splitlines() if not ln.startswith("--")).split()[:7] for s in ddl
     ]
     assert [" ".join(h) for h in heads] == [
-        "CREATE DYNAMIC TABLE IF NOT EXISTS orders_derived",
+        "CREATE DYNAMIC TABLE IF NOT EXISTS orders_derived_rows",
+        "CREATE VIEW IF NOT EXISTS orders_derived AS",
         "CREATE DYNAMIC TABLE IF NOT EXISTS orders_aggregated",
         "CREATE TASK IF NOT EXISTS refresh_orders_agg WAREHOUSE",
         "ALTER TASK refresh_orders_agg RESUME",
     ]
     assert all("{{" not in s for s in ddl)
     assert sum("WAREHOUSE = TRANSFORM_WH" in s for s in ddl) == 3
+    assert "TARGET_LAG = DOWNSTREAM" in ddl[2]
+    lagged = sqlfiles.layer_ddl(Names(warehouse="W", target_lag="'2 minutes'"))
+    assert "TARGET_LAG = '2 minutes'" in lagged[2] and "TARGET_LAG = DOWNSTREAM" in lagged[0]
     with pytest.raises(ConfigError, match="SNOWFLAKE_WAREHOUSE"):
-        sqlfiles.snowflake_ddl(Names(warehouse="WH; DROP TABLE raw_orders"))
+        sqlfiles.layer_ddl(Names(warehouse="WH; DROP TABLE raw_orders"))
+    with pytest.raises(ConfigError, match="CDC_LAYERS_REFRESH"):
+        Names(target_lag="'1 second'; DROP TABLE raw_orders")
 
 
 def test_local_translation_is_produced_from_the_files(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -158,7 +195,7 @@ def test_local_translation_is_produced_from_the_files(monkeypatch: pytest.Monkey
 
 def _days_expr(dialect: str, now: str | None = None) -> str:
     """days_since_order as the file writes it, translated; ``now`` replaces SYSDATE()."""
-    (derived, _) = sqlfiles.layers()
+    (derived,) = sqlfiles.views()
     (expr,) = [s.this for s in derived.select.selects if s.alias == "days_since_order"]
     expr = expr.copy()
     if now is not None:

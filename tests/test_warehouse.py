@@ -12,7 +12,7 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -23,7 +23,7 @@ import pytest
 from service.config import Names
 from service.pipeline.generator import OrderStream, replay
 from service.pipeline.router import partition_of
-from service.sinks.base import Dialect, Warehouse
+from service.sinks.base import Warehouse
 from service.sinks.duckdb import DuckSession
 from service.sinks.snowflake import SnowSession
 from service.verify import check
@@ -277,44 +277,3 @@ def test_task_history_on_the_emulator(sf: Any, sf_connect: Any) -> None:
 
 
 # -- Snowflake itself (no account here): the statements it would be sent ---------------------
-
-
-class Recorder:
-    """A Snowflake session that records what it is asked to run (there is no Snowflake here)."""
-
-    dialect: Dialect = "snowflake"
-
-    def __init__(self) -> None:
-        self.sql: list[str] = []
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        self.sql.append(sql)
-        return None
-
-    def changed(self, sql: str, params: Sequence[Any] = ()) -> int:
-        self.execute(sql, params)
-        return 0
-
-    def begin(self) -> None: ...
-
-    def commit(self) -> None: ...
-
-    def rollback(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def test_snowflake_gets_dynamic_tables_and_a_resumed_task() -> None:
-    """On Snowflake prepare sends the files as written; refresh is ALTER DYNAMIC TABLE REFRESH."""
-    con = Recorder()
-    layers.apply_ddl(con, Warehouse.DYNAMIC, Names(warehouse="ETL_WH"))
-    creates = [s for s in con.sql if "CREATE" in s]
-    assert len(con.sql) == 4 and len(creates) == 3
-    assert "CREATE DYNAMIC TABLE IF NOT EXISTS orders_derived" in con.sql[0]
-    assert "WAREHOUSE = ETL_WH" in con.sql[1] and "TARGET_LAG = DOWNSTREAM" in con.sql[1]
-    assert "SCHEDULE = '2 MINUTE'" in con.sql[2]
-    assert con.sql[3] == "ALTER TASK refresh_orders_agg RESUME"
-    assert not any("CREATE TABLE" in s for s in con.sql), "no local history table on Snowflake"
-    con.sql.clear()
-    assert layers.refresh(con, Warehouse.DYNAMIC) is None
-    assert con.sql == ["ALTER DYNAMIC TABLE orders_aggregated REFRESH"]

@@ -8,6 +8,7 @@ which the command line prints as one line and exit code 2. Secrets are
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -23,6 +24,7 @@ from .snowflake import (
     DEFAULT_SCHEMA,
     DEFAULT_WAREHOUSE,
     IDENTIFIER,
+    TARGET_LAGS,
     ConnectionSpec,
     Names,
     SnowflakeSettings,
@@ -155,6 +157,30 @@ class Settings(BaseModel):
         le=MAX_SECONDS,
         description="seconds between local refreshes of the warehouse layers",
     )
+    layers_refresh: Literal["task", "target-lag"] = Field(
+        "task",
+        description="Snowflake: what refreshes the layers: the seed's task refresh_orders_agg "
+        "every 2 minutes, or orders_aggregated's own TARGET_LAG of 2 minutes (no task)",
+    )
+    layers_warehouse: str | None = Field(
+        None,
+        description="Snowflake: the warehouse the dynamic tables and the task run on "
+        "(default SNOWFLAKE_WAREHOUSE)",
+    )
+    lock_timeout: int = Field(
+        60,
+        ge=1,
+        le=43_200,
+        description="Snowflake: seconds a statement waits for a lock (LOCK_TIMEOUT; a lock "
+        "timeout is retried)",
+    )
+    statement_timeout: int = Field(
+        600,
+        ge=1,
+        le=172_800,
+        description="Snowflake: seconds a statement of the service may run "
+        "(STATEMENT_TIMEOUT_IN_SECONDS; reads through the service: CDC_QUERY_TIMEOUT)",
+    )
     emulator_path: Path | None = Field(
         None, description="emulator target: keep its database in this folder"
     )
@@ -194,6 +220,13 @@ class Settings(BaseModel):
                 )
         return self
 
+    @field_validator("layers_warehouse")
+    @classmethod
+    def _warehouse(cls, v: str | None) -> str | None:
+        if v is not None and not IDENTIFIER.match(v):
+            raise ValueError(f"{v!r} is not a valid Snowflake identifier")
+        return v
+
     @field_validator("shard")
     @classmethod
     def _shard(cls, v: str) -> str:
@@ -220,9 +253,23 @@ class Config(BaseModel):
         return _setting_name(field, dict.fromkeys(self.flags), "CDC_")
 
     def snowflake_spec(self) -> ConnectionSpec:
-        """How to connect to Snowflake (``--credentials`` / ``--connection`` over the variables)."""
+        """How to connect to Snowflake (``--credentials`` / ``--connection`` over the variables),
+        with the session's lock and statement bounds."""
         s = self.settings
-        return self.snowflake.spec(s.credentials, s.connection)
+        spec = self.snowflake.spec(s.credentials, s.connection)
+        return dataclasses.replace(
+            spec, lock_timeout=s.lock_timeout, statement_timeout=s.statement_timeout
+        )
+
+    def layer_names(self, spec: ConnectionSpec) -> Names:
+        """What is rendered into ``sql/`` for ``spec``'s database: the layers' warehouse and
+        orders_aggregated's target lag."""
+        s = self.settings
+        return dataclasses.replace(
+            spec.names,
+            warehouse=s.layers_warehouse or spec.names.warehouse,
+            target_lag=TARGET_LAGS[s.layers_refresh],
+        )
 
     @property
     def target(self) -> str:

@@ -34,20 +34,33 @@ def identifier(value: Any, setting: str) -> str:
     return value
 
 
+#: orders_aggregated's TARGET_LAG: DOWNSTREAM (the task refreshes it), or its own lag.
+TARGET_LAGS = {"task": "DOWNSTREAM", "target-lag": "'2 minutes'"}
+
+
 @dataclass(frozen=True, slots=True)
 class Names:
-    """The names rendered into ``sql/`` (``{{warehouse}}`` ...): identifiers, checked here once."""
+    """What is rendered into ``sql/`` (``{{warehouse}}`` ...), checked here once: identifiers,
+    and the target lag, one of :data:`TARGET_LAGS`. ``warehouse`` is the layers' warehouse."""
 
     warehouse: str = DEFAULT_WAREHOUSE
     database: str = DEFAULT_DATABASE
     schema: str = DEFAULT_SCHEMA
+    target_lag: str = TARGET_LAGS["task"]
 
     def __post_init__(self) -> None:
         for key in ("warehouse", "database", "schema"):
             identifier(getattr(self, key), f"SNOWFLAKE_{key.upper()}")
+        if self.target_lag not in TARGET_LAGS.values():
+            raise ConfigError("CDC_LAYERS_REFRESH", f"no target lag {self.target_lag!r}")
 
     def as_dict(self) -> dict[str, str]:
-        return {"warehouse": self.warehouse, "database": self.database, "schema": self.schema}
+        return {
+            "warehouse": self.warehouse,
+            "database": self.database,
+            "schema": self.schema,
+            "target_lag": self.target_lag,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +82,11 @@ class ConnectionSpec:
     password: SecretStr | None = field(default=None, repr=False)
     private_key: bytes | None = field(default=None, repr=False)  # DER, PKCS#8, unencrypted
     telemetry: bool = True
+    #: Session parameters: a statement waits at most this long for a lock, and runs at most
+    #: this long ("Parameters": LOCK_TIMEOUT defaults to 43,200 s, STATEMENT_TIMEOUT_IN_SECONDS
+    #: to 172,800 s on Snowflake; the connector polls a long statement without an end).
+    lock_timeout: int = 60
+    statement_timeout: int = 600
 
     @property
     def names(self) -> Names:
@@ -79,8 +97,11 @@ class ConnectionSpec:
         host = self.host or f"{self.account}.snowflakecomputing.com"
         return f"{self.protocol or 'https'}://{host}:{self.port or 443}"
 
-    def kwargs(self, autocommit: bool, tag: str) -> dict[str, Any]:
-        """Arguments for ``snowflake.connector.connect``: UTC, a login timeout, pyformat."""
+    def kwargs(
+        self, autocommit: bool, tag: str, statement_timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Arguments for ``snowflake.connector.connect``: UTC, a login timeout, pyformat, and the
+        session's bounds (``statement_timeout`` replaces the spec's)."""
         kw: dict[str, Any] = {
             "account": self.account,
             "user": self.user,
@@ -98,7 +119,13 @@ class ConnectionSpec:
             # leaves its session busy.
             "socket_timeout": SOCKET_TIMEOUT,
             "application": "ecomm-cdc",
-            "session_parameters": {"QUERY_TAG": f"ecomm-cdc {tag}"},
+            "session_parameters": {
+                "QUERY_TAG": f"ecomm-cdc {tag}",
+                "LOCK_TIMEOUT": self.lock_timeout,
+                "STATEMENT_TIMEOUT_IN_SECONDS": max(
+                    1, math.ceil(statement_timeout or self.statement_timeout)
+                ),
+            },
         }
         for key in ("warehouse", "role", "host", "port", "protocol"):
             if getattr(self, key) is not None:

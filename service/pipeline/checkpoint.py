@@ -246,6 +246,34 @@ def _fenced(shard: str, epoch: int, now: Holder | None, batch: str) -> Fenced:
     )
 
 
+# -- the writers' sessions (Snowflake) ---------------------------------------------------------
+
+
+def register_session(session: SqlSession, shard: str, session_id: str, writer: str) -> None:
+    """Record one of this writer's sessions (the caller commits, before the session writes)."""
+    session.execute(
+        "INSERT INTO cdc_sessions (shard, session_id, writer, opened_at) VALUES (?, ?, ?, ?)",
+        [shard, session_id, writer, clock.utc_now()],
+    )
+
+
+def others_sessions(session: SqlSession, shard: str, mine: Sequence[str]) -> dict[str, str]:
+    """The recorded sessions of the shard's other writers: session id -> writer."""
+    rows = session.execute(
+        "SELECT session_id, writer FROM cdc_sessions WHERE shard = ?", [shard]
+    ).fetchall()
+    return {str(sid): str(who) for sid, who in rows if str(sid) not in mine}
+
+
+def forget_sessions(session: SqlSession, shard: str, session_ids: Sequence[str]) -> None:
+    if session_ids:
+        marks = ", ".join(["?"] * len(session_ids))
+        session.execute(
+            f"DELETE FROM cdc_sessions WHERE shard = ? AND session_id IN ({marks})",  # noqa: S608
+            [shard, *session_ids],
+        )
+
+
 # -- generator snapshots ------------------------------------------------------------------
 
 #: Characters of base64 per row of a snapshot: one INSERT each, far below the size of a

@@ -2,14 +2,13 @@
 
 Pure: sqlglot over the SELECTs of ``sql/`` (:func:`service.warehouse.sqlfiles.layers`), no
 database. :func:`plan` returns None for a shape it cannot keep by deltas (a
-MIN or MAX, a join, a HAVING, a window, a float summed, ...): that layer pair
-is then rebuilt in full on every refresh, as before.
+MIN or MAX, a join, a HAVING, a window, a float summed, an item that depends on
+when it is read, ...): that layer pair is then rebuilt in full on every refresh.
 
-- ``orders_derived`` must be row-wise over ``raw_orders`` and select its
-  primary key as is. Its items that depend on when they are read (SYSDATE,
-  CURRENT_TIMESTAMP, ...: ``days_since_order``) are left out of the stored
-  rows and computed by a view over them, from columns the rows hold.
-- ``orders_aggregated`` must be aggregates over ``orders_derived`` grouped by
+- The derived layer (``orders_derived_rows``) must be row-wise over ``raw_orders``
+  and select its primary key as is. (What depends on when it is read,
+  ``days_since_order``, is in the view ``orders_derived`` over it, in ``sql/``.)
+- ``orders_aggregated`` must be aggregates over the derived layer grouped by
   columns. Each aggregate becomes partial columns at a finer grain (the group
   keys plus the one column counted DISTINCT: per month and customer):
   SUM(x) -> SUM(x) and COUNT(x) (SQL's SUM is NULL where nothing was added),
@@ -30,7 +29,6 @@ from sqlglot import exp
 from ..config import Names
 from . import sqlfiles
 
-BASE_SUFFIX = "_rows"
 PARTIAL_SUFFIX = "_partial"
 GROUPS_SUFFIX = "_groups"
 ROW_COUNT = "cdc_rows"  # rows behind a partial row: at 0 the row goes
@@ -51,10 +49,9 @@ class Plan:
 
     raw: str
     key: str  # raw_orders' primary key, selected as is by the derived layer
-    derived: str
+    derived: str  # the derived layer, a table of its SELECT's rows
     aggregated: str
-    base_select: exp.Select  # the derived SELECT without its time-dependent items
-    view_select: exp.Select  # every item of the file, over the stored rows
+    base_select: exp.Select  # the derived layer's SELECT
     keys: list[str]  # the aggregate's GROUP BY columns
     distinct: str | None  # the column counted DISTINCT, part of the grain
     partial_exprs: list[exp.Expression]  # over derived rows, named p0, p1, ...
@@ -65,7 +62,8 @@ class Plan:
 
     @property
     def base(self) -> str:
-        return self.derived + BASE_SUFFIX
+        """The stored derived rows (the dynamic table's name: a table locally)."""
+        return self.derived
 
     @property
     def partial(self) -> str:
@@ -91,7 +89,7 @@ class Plan:
 
     def digest(self) -> str:
         """Changes when any definition changes (then the stored layers are rebuilt)."""
-        parts = (self.base_select, self.view_select, self.aggregated_select, self.final_select)
+        parts = (self.base_select, self.aggregated_select, self.final_select)
         return hashlib.sha256("\n".join(s.sql("duckdb") for s in parts).encode()).hexdigest()[:16]
 
     def partial_select(self, source: str) -> exp.Select:
@@ -202,8 +200,8 @@ def _decompose(agg: exp.AggFunc, key: str) -> tuple[list[exp.Expression], Final,
     return None
 
 
-def _derived(select: exp.Query, raw: str) -> tuple[str, exp.Select, exp.Select, set[str]] | None:
-    """The key, the stored rows' SELECT, the view's items, and the time-dependent names."""
+def _derived(select: exp.Query, raw: str) -> str | None:
+    """The key of a row-wise SELECT over ``raw`` that selects it as is, else None."""
     if not isinstance(select, exp.Select) or select.args.get("group") or select.args.get("having"):
         return None
     if any(isinstance(n, exp.AggFunc) for n in select.walk()):
@@ -214,15 +212,9 @@ def _derived(select: exp.Query, raw: str) -> tuple[str, exp.Select, exp.Select, 
     through = {n for n in (_passes_through(i) for i in items) if n}
     if len(key) != 1 or key[0] not in through or len(set(names)) != len(names) or "" in names:
         return None
-    timed = [i for i in items if now_dependent(i)]
-    timed_names = {i.alias_or_name for i in timed}
-    for item in timed:
-        if any(c.name not in through or c.name in timed_names for c in item.find_all(exp.Column)):
-            return None
-    base = select.copy()
-    base.set("expressions", [i.copy() for i in items if i not in timed])
-    view = exp.select(*[i.copy() if i in timed else exp.column(i.alias_or_name) for i in items])
-    return key[0], base, view, timed_names
+    if any(now_dependent(i) for i in items):  # a stored row would go stale
+        return None
+    return key[0]
 
 
 def plan(layers: Sequence[sqlfiles.Layer]) -> Plan | None:
@@ -232,18 +224,15 @@ def plan(layers: Sequence[sqlfiles.Layer]) -> Plan | None:
         return None
     derived, aggregated = layers
     raw = _single_source(derived.select)
-    found = _derived(derived.select, raw) if raw else None
+    key = _derived(derived.select, raw) if raw else None
     a_sel = aggregated.select
-    if raw is None or found is None or _single_source(a_sel) != derived.name:
+    if raw is None or key is None or _single_source(a_sel) != derived.name:
         return None
-    key, base_select, view, timed = found
-    assert isinstance(a_sel, exp.Select)
+    assert isinstance(a_sel, exp.Select) and isinstance(derived.select, exp.Select)
     group = a_sel.args.get("group")
     if a_sel.args.get("having") or (
         group and not all(isinstance(g, exp.Column) for g in group.expressions)
     ):
-        return None
-    if any(c.name in timed for c in a_sel.find_all(exp.Column)):
         return None
     keys = [str(g.name) for g in group.expressions] if group else []
     partials: list[exp.Expression] = []
@@ -282,7 +271,7 @@ def plan(layers: Sequence[sqlfiles.Layer]) -> Plan | None:
     if keys:
         final_select = final_select.group_by(*[exp.column(k) for k in keys])
     return Plan(
-        raw, key, derived.name, aggregated_name, base_select,
-        view.from_(derived.name + BASE_SUFFIX), keys, next(iter(distinct), None), partials,
-        final_select, a_sel.args.get("where"), a_sel.copy(), sums,
+        raw, key, derived.name, aggregated_name, derived.select.copy(), keys,
+        next(iter(distinct), None), partials, final_select, a_sel.args.get("where"),
+        a_sel.copy(), sums,
     )  # fmt: skip

@@ -4,11 +4,11 @@ The writer records, in each batch's own transaction, the order ids the batch
 touched (``cdc_changed_orders``, sql/031). A refresh, in one transaction:
 
 1. takes the logged ids its snapshot sees (later batches stay logged);
-2. ``orders_derived`` is a view over its stored rows (``orders_derived_rows``,
-   without the time-dependent columns, which the view computes when read):
-   the stored rows of those orders are replaced by the file's SELECT over just
-   those orders of raw_orders, an ``order_id BETWEEN`` range first so that
-   DuckDB's zone maps skip the old row groups (as the writer's DELETE does);
+2. the stored rows of the derived layer (``orders_derived_rows``; the view
+   ``orders_derived`` of ``sql/`` adds what depends on when it is read) of those
+   orders are replaced by the file's SELECT over just those orders of raw_orders,
+   an ``order_id BETWEEN`` range first so that DuckDB's zone maps skip the old row
+   groups (as the writer's DELETE does);
 3. the partials (:mod:`service.warehouse.decompose`; per month and customer) move by the
    new images' partials minus the old images'; a grain row whose row count
    reaches 0 goes;
@@ -128,8 +128,6 @@ def covered(session: SqlSession, p: Plan) -> bool:
     tables = (p.base, p.partial, p.groups, p.aggregated)
     if any(_kind(session, t) != "BASE TABLE" for t in tables):
         return False
-    if _kind(session, p.derived) != "VIEW":
-        return False
     state = session.execute(_sql(exp.select("definition", "streams").from_(STATE))).fetchall()
     if [tuple(r) for r in state] != [(p.digest(), _streams(session))]:
         return False
@@ -162,9 +160,6 @@ def _final(session: SqlSession, p: Plan) -> exp.Select:
 def rebuild(session: SqlSession, p: Plan) -> int:
     """Every layer from the whole of raw_orders (in the caller's transaction). Rows written."""
     session.execute(_create(p.base, p.base_select))
-    if _kind(session, p.derived) == "BASE TABLE":
-        drop(session, p.derived)  # a target from before stored the whole layer
-    session.execute(_create(p.derived, p.view_select, kind="VIEW"))
     session.execute(_create(p.partial, p.partial_select(p.base)))
     session.execute(_create(p.groups, p.groups_select()))
     # The final rows from the groups, as a refresh by deltas makes them: the file's SELECT

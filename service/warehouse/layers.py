@@ -1,10 +1,12 @@
 """The warehouse layers (orders_derived, orders_aggregated) on a target: create, refresh.
 
 ``sql/`` is the one source (:mod:`service.warehouse.sqlfiles` reads it). On Snowflake its
-files run as written: dynamic tables, and the task ``refresh_orders_agg``,
-resumed. Where dynamic tables and tasks are not real (DuckDB, the emulator),
-the SELECT of each dynamic table is translated and materialised (on DuckDB kept
-by deltas, :mod:`service.warehouse.deltas`), and :mod:`service.warehouse.scheduler` plays the task.
+files run as written: dynamic tables, the view over them, and the task
+``refresh_orders_agg`` (:mod:`service.warehouse.dynamic`). Where dynamic tables and
+tasks are not real (DuckDB, the emulator), the SELECT of each dynamic table is
+translated and materialised (on DuckDB kept by deltas, :mod:`service.warehouse.deltas`),
+the views are created as written, translated, and :mod:`service.warehouse.scheduler`
+plays the task.
 """
 
 from __future__ import annotations
@@ -15,25 +17,27 @@ from .. import logs
 from ..config import Names
 from ..retry import Phase
 from ..sinks.base import Sink, SinkError, SqlSession, Warehouse, transaction
-from . import decompose, deltas, sqlfiles
+from . import decompose, deltas, dynamic, sqlfiles
 
 
-def apply_ddl(session: SqlSession, warehouse: Warehouse, names: Names) -> list[str]:
+def apply_ddl(
+    session: SqlSession, warehouse: Warehouse, names: Names, upgrade: bool = False
+) -> list[str]:
     """Create the layers (and the task, or the local task history). Idempotent.
 
-    Returns the statements run. Locally the layers are materialised at once.
+    Returns the statements run. Locally the layers are materialised at once. On
+    Snowflake, ``upgrade`` replaces the layers an earlier version made.
     """
     if warehouse is Warehouse.DYNAMIC:
-        done = []
-        for stmt in sqlfiles.snowflake_ddl(names):
-            session.execute(stmt)
-            done.append(stmt)
-        return done
+        from ..sinks.snowflake import errors
+
+        return dynamic.create(session, names, upgrade, lambda e: not errors.is_transient(e))
     done = sqlfiles.local_ddl(session.dialect)
     for stmt in done:
         session.execute(stmt)
     materialize(session)
-    return done + [layer.local_sql(session.dialect) for layer in sqlfiles.layers()]
+    objects = sqlfiles.layers() + sqlfiles.views()
+    return done + [o.local_sql(session.dialect) for o in objects]
 
 
 def materialize(session: SqlSession) -> int:
@@ -47,16 +51,39 @@ def materialize(session: SqlSession) -> int:
     layers = sqlfiles.layers()
     plan = decompose.plan(layers) if session.dialect == "duckdb" else None
     with transaction(session):
-        if plan is not None:
-            return deltas.refresh(session, plan)
-        return _rebuild(session, layers)
+        written = deltas.refresh(session, plan) if plan is not None else _rebuild(session, layers)
+        _views(session)
+        return written
+
+
+def _views(session: SqlSession) -> None:
+    """The views of sql/ (cheap: replaced every time, so a changed definition takes)."""
+    for view in sqlfiles.views():
+        if _kind(session, view.name) == "BASE TABLE":
+            # An earlier version kept the whole layer as a table of this name.
+            session.execute(_drop(view.name, "TABLE", session.dialect))
+        session.execute(view.local_sql(session.dialect))
+
+
+def _drop(name: str, kind: str, dialect: str) -> str:
+    return exp.Drop(tables=[exp.to_table(name)], kind=kind, exists=True).sql(dialect)
+
+
+def _kind(session: SqlSession, name: str) -> str | None:
+    """'BASE TABLE', 'VIEW' or None: what ``name`` is in the current schema."""
+    row = session.execute(
+        "SELECT table_type FROM information_schema.tables WHERE UPPER(table_name) = ? "
+        "AND UPPER(table_schema) = UPPER(CURRENT_SCHEMA())",
+        [name.upper()],
+    ).fetchone()
+    return None if row is None else str(row[0])
 
 
 def _rebuild(session: SqlSession, layers: list[sqlfiles.Layer]) -> int:
     rows = 0
     for layer in layers:
-        if session.dialect == "duckdb":
-            deltas.drop(session, layer.name)  # a view, where deltas kept the layer before
+        if _kind(session, layer.name) == "VIEW":
+            session.execute(_drop(layer.name, "VIEW", session.dialect))
         session.execute(layer.local_sql(session.dialect))
         count = exp.select("COUNT(*)").from_(layer.name).sql(dialect=session.dialect)
         rows += int(session.execute(count).fetchone()[0])

@@ -65,7 +65,8 @@ def record(session: SqlSession, run: Run) -> None:
 
 
 def history_sql(local: bool, limit: int = 100) -> str:
-    """The task's last ``limit`` runs, oldest first: local history table, or TASK_HISTORY."""
+    """The task's last ``limit`` runs, oldest first: local history table, or TASK_HISTORY
+    (where Snowflake also lists the next scheduled run: ``query_id IS NULL``, not a run)."""
     cols = ", ".join(HISTORY_COLUMNS)
     if local:
         return (
@@ -75,16 +76,79 @@ def history_sql(local: bool, limit: int = 100) -> str:
     cols = ", ".join(HISTORY_COLUMNS[:-1])
     return (
         f"SELECT {cols} FROM TABLE(INFORMATION_SCHEMA.TASK_HISTORY("  # noqa: S608 (constants)
-        f"TASK_NAME => '{TASK}', RESULT_LIMIT => {int(limit)})) ORDER BY scheduled_time"
+        f"TASK_NAME => '{TASK}', RESULT_LIMIT => {int(limit)})) WHERE query_id IS NOT NULL "
+        "ORDER BY scheduled_time"
+    )
+
+
+def refreshes_sql(names: list[str], limit: int = 100) -> str:
+    """The dynamic tables' last refreshes (Snowflake), oldest first, each with its action:
+    FULL, INCREMENTAL or NO_DATA ("DYNAMIC_TABLE_REFRESH_HISTORY")."""
+    wanted = ", ".join(f"'{n.upper()}'" for n in names)  # names of sql/: identifiers
+    source = (
+        f"TABLE(INFORMATION_SCHEMA.DYNAMIC_TABLE_REFRESH_HISTORY(RESULT_LIMIT => {int(limit)}))"
+    )
+    return (
+        "SELECT name, refresh_action, refresh_trigger, state, state_message, "  # noqa: S608
+        f"refresh_start_time, refresh_end_time FROM {source} WHERE name IN ({wanted}) "
+        "ORDER BY refresh_start_time"
     )
 
 
 def history(
     session: SqlSession, local: bool, limit: int = 100
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Column names (lower case) and rows of the task's history."""
+    """Column names (lower case) and rows of the task's history. On Snowflake each run says
+    what it did to each dynamic table (``refreshes``), and refreshes no run made (a target lag,
+    a manual refresh, the creation) are rows of their own."""
     cur = session.execute(history_sql(local, limit))
-    return [d[0].lower() for d in cur.description], [tuple(r) for r in cur.fetchall()]
+    columns = [d[0].lower() for d in cur.description]
+    runs = [tuple(r) for r in cur.fetchall()]
+    if local:
+        return columns, runs
+    try:
+        cur = session.execute(refreshes_sql([t.name for t in sqlfiles.layers()], limit))
+        names = [d[0].lower() for d in cur.description]
+        done = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    except Exception as exc:  # a role that may not read it: the runs, without their actions
+        log.warning("warehouse.refresh_history_unread", error=logs.one_line(exc))
+        return columns, runs
+    return _with_refreshes(columns, runs, done, limit)
+
+
+def _with_refreshes(
+    columns: list[str], runs: list[tuple[Any, ...]], done: list[dict[str, Any]], limit: int
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    start, end = columns.index("query_start_time"), columns.index("completed_time")
+    acts: list[list[str]] = [[] for _ in runs]
+    alone: list[tuple[Any, ...]] = []
+    for r in done:
+        what = f"{str(r['name']).lower()} {r['refresh_action']}"
+        t = r["refresh_start_time"]
+        owner = next(
+            (
+                i
+                for i, run in enumerate(runs)
+                if run[start] is not None and t is not None and run[start] <= t
+                and (run[end] is None or t <= run[end])
+            ),
+            None,
+        )  # fmt: skip
+        if owner is not None:
+            acts[owner].append(what)
+            continue
+        fields = {
+            "name": f"{str(r['name']).upper()} ({str(r['refresh_trigger']).lower()})",
+            "scheduled_time": t,
+            "query_start_time": t,
+            "completed_time": r["refresh_end_time"],
+            "state": r["state"],
+            "error_message": r["state_message"],
+        }
+        alone.append((*(fields.get(c) for c in columns), what))
+    rows = [(*run, ", ".join(a) or None) for run, a in zip(runs, acts, strict=True)] + alone
+    rows.sort(key=lambda row: row[columns.index("scheduled_time")] or dt.datetime.min)
+    return [*columns, "refreshes"], rows[-limit:]
 
 
 class Sessions(Protocol):

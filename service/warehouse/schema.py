@@ -80,7 +80,7 @@ def shapes() -> dict[str, Shape]:
                 )
     for key, later in added.items():
         out[key] = Shape(key, out[key].columns, tuple(later))
-    for layer in sqlfiles.layers():
+    for layer in sqlfiles.layers() + sqlfiles.views():
         names = tuple((s.alias_or_name.lower(), "") for s in layer.select.selects)
         out[layer.name.lower()] = Shape(layer.name.lower(), names, layer=True)
     return out

@@ -6,7 +6,7 @@ configuration was read. Here, too, the dynamic tables of ``sql/`` become
 :class:`Layer` values (their SELECTs), and its task is taken apart.
 
 - ``00*``: the tables (every target);
-- ``01*``: the dynamic tables, the warehouse layers;
+- ``01*``: the warehouse layers: dynamic tables, and views over them;
 - ``02*``: the task (Snowflake only);
 - ``03*``: what only a local warehouse needs (the task history).
 """
@@ -119,16 +119,20 @@ def quiet_sqlglot() -> Iterator[None]:
 
 @dataclass(frozen=True, slots=True)
 class Layer:
-    """One dynamic table of ``sql/``: its name and its SELECT (Snowflake's dialect)."""
+    """A dynamic table (or a view) of ``sql/``: its name and its SELECT (Snowflake's dialect)."""
 
     name: str
     select: exp.Query
     file: str = ""
+    kind: str = "TABLE"  # or VIEW
 
     def local_sql(self, dialect: str) -> str:
-        """``CREATE OR REPLACE TABLE name AS <the SELECT, translated>``."""
+        """``CREATE OR REPLACE TABLE|VIEW name AS <the SELECT, translated>``."""
         create = exp.Create(
-            this=exp.to_table(self.name), kind="TABLE", replace=True, expression=self.select.copy()
+            this=exp.to_table(self.name),
+            kind=self.kind,
+            replace=True,
+            expression=self.select.copy(),
         )
         return create.sql(dialect=dialect)
 
@@ -138,30 +142,58 @@ def _is_dynamic(e: exp.Expression) -> bool:
     return props is not None and any(isinstance(p, exp.DynamicProperty) for p in props.expressions)
 
 
-def layers(names: Names | None = None) -> list[Layer]:
-    """The dynamic tables of ``sql/``, in file order (each may read the ones before it)."""
+def _objects(names: Names | None) -> list[Layer]:
     found: list[Layer] = []
     for name, text in files():
         if not name.startswith(LAYER_FILES):
             continue
         for e in parse(render(text, names or Names())):
-            if isinstance(e, exp.Create) and _is_dynamic(e):
-                if not isinstance(e.expression, exp.Query):
-                    raise ValueError(f"{name}: dynamic table {e.this.name} has no AS SELECT")
-                found.append(Layer(e.this.name, e.expression, name))
+            if not isinstance(e, exp.Create) or e.kind not in ("TABLE", "VIEW"):
+                continue
+            if e.kind == "TABLE" and not _is_dynamic(e):
+                continue
+            if not isinstance(e.expression, exp.Query):
+                raise ValueError(f"{name}: {e.this.name} has no AS SELECT")
+            found.append(Layer(e.this.name, e.expression, name, str(e.kind)))
     return found
 
 
-def snowflake_ddl(names: Names) -> list[str]:
-    """What ``prepare`` runs on Snowflake: the layer and task files, rendered, as written."""
+def layers(names: Names | None = None) -> list[Layer]:
+    """The dynamic tables of ``sql/``, in file order (each may read the ones before it)."""
+    return [o for o in _objects(names) if o.kind == "TABLE"]
+
+
+def views(names: Names | None = None) -> list[Layer]:
+    """The views of the layer files (over the dynamic tables), in file order."""
+    return [o for o in _objects(names) if o.kind == "VIEW"]
+
+
+def queried() -> list[str]:
+    """The layers users query: the views, and the dynamic tables no view reads."""
+    found = views()
+    behind = {t.name for v in found for t in v.select.find_all(exp.Table)}
+    return [v.name for v in found] + [t.name for t in layers() if t.name not in behind]
+
+
+def _as_written(prefix: str, names: Names) -> list[str]:
     out: list[str] = []
     for name, text in files():
-        if name.startswith((LAYER_FILES, TASK_FILES)):
+        if name.startswith(prefix):
             text = render(text, names)
             with quiet_sqlglot():
                 parse(text)  # refuse to send what does not parse
             out += split(text)
     return out
+
+
+def layer_ddl(names: Names) -> list[str]:
+    """The layer files' statements for Snowflake, rendered, as written."""
+    return _as_written(LAYER_FILES, names)
+
+
+def task_ddl(names: Names) -> list[str]:
+    """The task file's statements for Snowflake (the CREATE TASK, then its RESUME)."""
+    return _as_written(TASK_FILES, names)
 
 
 _TASK_RE = re.compile(

@@ -127,9 +127,22 @@ def read_only_transaction(session: SqlSession) -> Iterator[SqlSession]:
 
 @contextlib.contextmanager
 def _time_limit(session: SqlSession, seconds: float | None) -> Iterator[threading.Event]:
-    """Interrupt the DuckDB statement after ``seconds``; the event says it happened."""
+    """Interrupt the DuckDB statement after ``seconds``; the event says it happened. On
+    Snowflake the connector cancels each statement of the session after ``seconds``."""
     fired = threading.Event()
     con = duck_cursor(session)
+    if seconds and con is None and hasattr(session, "timeout"):
+        kept = session.timeout
+        session.timeout = seconds
+        timer = threading.Timer(seconds, fired.set)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield fired
+        finally:
+            timer.cancel()
+            session.timeout = kept
+        return
     if not seconds or con is None:
         yield fired
         return

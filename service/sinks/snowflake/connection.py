@@ -8,6 +8,7 @@ for every target, and turned into ``%s`` here (:func:`pyformat`).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 
 log = logs.get("sink")
 T = TypeVar("T")
+#: Seconds after a session's STATEMENT_TIMEOUT_IN_SECONDS at which the connector cancels the
+#: statement itself: the server's bound answers first; this one ends a wait it never ends.
+CLIENT_GRACE = 5
 
 
 def retrying(policy: retry.RetryPolicy, fn: Callable[[], T], doing: str, phase: retry.Phase) -> T:
@@ -49,7 +53,7 @@ class NoReply(ConnectionError):
     """A statement sent without the connector's retries got no usable reply: outcome unknown."""
 
 
-def execute(cur: Any, st: Statement) -> None:
+def execute(cur: Any, st: Statement, timeout: int | None = None) -> None:
     """Run one statement. One that is not replayable is sent once, never re-sent by the connector.
 
     The connector re-sends a request whose reply was lost; for an INSERT that
@@ -58,16 +62,17 @@ def execute(cur: Any, st: Statement) -> None:
     reply surfaces here instead, and the writer settles it by reading back the
     checkpoint. In that mode the connector may also swallow an HTTP error and
     hand back an empty reply, which it then fails to parse: that is a lost
-    reply too.
+    reply too. ``timeout``: the connector cancels the statement after that many seconds (it
+    would otherwise cancel it after the network timeout).
     """
     run = cur.executemany if st.many else cur.execute
     sql = st.sql
     if st.replayable:
-        run(sql, st.params)
+        run(sql, st.params, timeout=timeout)
         return
     _check_binding(st)
     try:
-        run(sql, st.params, _no_retry=True)
+        run(sql, st.params, _no_retry=True, timeout=timeout)
     except (KeyError, TypeError) as exc:
         raise NoReply(f"no usable reply to {st.verb} ({type(exc).__name__}: {exc})") from None
 
@@ -83,7 +88,9 @@ def _check_binding(st: Statement) -> None:
         st.sql % tuple(None for _ in values)  # the formatting is the check
 
 
-def open_connection(spec: ConnectionSpec, *, autocommit: bool, tag: str) -> SnowflakeConnection:
+def open_connection(
+    spec: ConnectionSpec, *, autocommit: bool, tag: str, statement_timeout: float | None = None
+) -> SnowflakeConnection:
     """Sign in, giving up after ``spec.login_timeout`` seconds whatever the network does.
 
     The connector bounds its own login retries by the login timeout, but a
@@ -92,7 +99,7 @@ def open_connection(spec: ConnectionSpec, *, autocommit: bool, tag: str) -> Snow
     """
     box: dict[str, Any] = {}
     done, abandoned = threading.Event(), threading.Event()
-    kwargs = spec.kwargs(autocommit, tag)
+    kwargs = spec.kwargs(autocommit, tag, statement_timeout)
 
     def login() -> None:
         try:
@@ -148,20 +155,29 @@ def signin_error(spec: ConnectionSpec, exc: BaseException) -> SinkError:
 
 
 class SnowSession:
-    """A Snowflake connection as a :class:`SqlSession` (``?`` placeholders, pyformat)."""
+    """A Snowflake connection as a :class:`SqlSession` (``?`` placeholders, pyformat).
+
+    ``timeout``: the connector cancels a statement after that many seconds (the session's
+    STATEMENT_TIMEOUT_IN_SECONDS bounds it on the server as well; without one the connector
+    cancels after the network timeout). A read through the service sets its own.
+    """
 
     dialect: Dialect = "snowflake"
 
-    def __init__(self, conn: SnowflakeConnection, *, autocommit: bool) -> None:
+    def __init__(
+        self, conn: SnowflakeConnection, *, autocommit: bool, timeout: float | None = None
+    ) -> None:
         self.conn = conn
+        self.timeout = timeout
         self._autocommit = autocommit
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> SnowflakeCursor:
         cur = self.conn.cursor()
+        timeout = math.ceil(self.timeout) if self.timeout else None
         if params:
-            cur.execute(pyformat(sql), list(params))
+            cur.execute(pyformat(sql), list(params), timeout=timeout)
         else:
-            cur.execute(sql)
+            cur.execute(sql, timeout=timeout)
         return cur
 
     def changed(self, sql: str, params: Sequence[Any] = ()) -> int:

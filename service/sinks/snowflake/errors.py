@@ -1,8 +1,8 @@
 """The one place that decides what a Snowflake connector error means.
 
 *Transient*: the same statement may well succeed if tried again (the network,
-HTTP 5xx/429, an expired session, a warehouse being resumed, a lock queue that
-is full). The writer retries those with jittered backoff, reconnecting when the
+HTTP 5xx/429, an expired session, a warehouse being resumed, a lock not granted
+in time or a lock queue that is full, a statement that reached its timeout). The writer retries those with jittered backoff, reconnecting when the
 session is gone. *Terminal*: trying again cannot help (a bad password, a
 missing privilege, a compilation error, a missing object); the service stops
 with exit 1 and one log line. Anything we do not recognise is terminal: a
@@ -47,9 +47,9 @@ _TRANSIENT = _SESSION_GONE | frozenset(
         250003,  # failed to get the response ("hanging?")
         251011,  # connection timeout
         251012,  # a retryable HTTP code during login
-        604,  # SQL execution cancelled (e.g. by a warehouse being resized)
-        625,  # statement reached its statement or warehouse timeout while queued
-        630,  # lock wait queue full (more than 20 waiters on a table)
+        604,  # SQL execution cancelled (a warehouse resized; a takeover aborted the transaction)
+        625,  # a lock not granted: more than 20 statements waiting on it, or LOCK_TIMEOUT reached
+        630,  # statement reached its statement or warehouse timeout (STATEMENT_TIMEOUT_IN_SECONDS)
     }
 )
 _AUTH = frozenset(

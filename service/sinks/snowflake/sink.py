@@ -22,10 +22,18 @@ from ...pipeline import checkpoint
 from ...retry import Observer, Phase, RetryPolicy
 from ...warehouse import schema as shapes
 from ...warehouse import sqlfiles
-from ..base import Claim, SinkError, SqlSession, StoredStream, Warehouse
+from ..base import Claim, Holder, SinkError, SqlSession, StoredStream, Warehouse
 from . import errors
 from . import sql as q
-from .connection import SnowSession, close_quietly, open_connection, retrying, signin_error
+from .connection import (
+    CLIENT_GRACE,
+    SnowSession,
+    close_quietly,
+    open_connection,
+    retrying,
+    signin_error,
+)
+from .takeover import free
 from .writer import SnowflakeWriter
 
 if TYPE_CHECKING:
@@ -60,11 +68,21 @@ class SnowflakeSink:
         self._conn: SnowflakeConnection | None = None
         self._claim: Claim | None = None
         self._lock = threading.Lock()
+        #: The sessions this process opened to write (see :mod:`.takeover`).
+        self._mine: set[str] = set()
+        self._lock_mine = threading.Lock()
+        self._writer = checkpoint.this_writer()
 
     # -- set-up ------------------------------------------------------------------
 
     def make_spec(self) -> ConnectionSpec:
         return self._config.snowflake_spec()
+
+    @property
+    def timeout(self) -> float:
+        """When the connector cancels a statement of the service: a little after the server's
+        own bound (STATEMENT_TIMEOUT_IN_SECONDS), which answers first with Snowflake's 000630."""
+        return float(self.spec.statement_timeout + CLIENT_GRACE)
 
     @property
     def spec(self) -> ConnectionSpec:
@@ -74,7 +92,7 @@ class SnowflakeSink:
 
     def open(self) -> None:
         spec = self._spec = self.make_spec()
-        self.names = spec.names
+        self.names = self._config.layer_names(spec)
         # A reset or a cut reply during sign-in is retried; a host that does not answer
         # is given up within the login timeout (SNOWFLAKE_LOGIN_TIMEOUT), retries included.
         signin = dataclasses.replace(
@@ -118,6 +136,26 @@ class SnowflakeSink:
         shapes.check(session, f"{db}.{schema}", "SNOWFLAKE_SCHEMA")
         for sql in sqlfiles.statements(sqlfiles.TABLE_FILES, self.names, dialect="snowflake"):
             session.execute(sql)
+        self.register(session.conn)
+
+    def register(self, conn: SnowflakeConnection) -> None:
+        """Record a session that will write, and commit it, before it writes anything (a
+        writer that takes the shard over ends what such a session left open: :mod:`.takeover`).
+        """
+        session_id = conn.session_id
+        if session_id is None:  # a server that names no session: nothing to end later
+            return
+        checkpoint.register_session(
+            SnowSession(conn, autocommit=False), self.shard, str(session_id), self._writer
+        )
+        conn.commit()
+        with self._lock_mine:
+            self._mine.add(str(session_id))
+
+    def _free(self, session: SnowSession) -> None:
+        with self._lock_mine:
+            mine = set(self._mine)
+        free(session, self.shard, mine)
 
     def _control(self, fn: Callable[[SnowSession], T], doing: str, phase: Phase) -> T:
         """``fn(session)`` as one transaction on the control connection, reopened if it broke."""
@@ -126,9 +164,10 @@ class SnowflakeSink:
             with self._lock:
                 if self._conn is None:
                     self._conn = open_connection(self.spec, autocommit=False, tag="control")
+                    self.register(self._conn)
                 conn = self._conn
                 try:
-                    result = fn(SnowSession(conn, autocommit=False))
+                    result = fn(SnowSession(conn, autocommit=False, timeout=self.timeout))
                     conn.commit()
                     return result
                 except Exception as exc:
@@ -154,19 +193,21 @@ class SnowflakeSink:
         )
 
     def claim_stream(self, identity: str, partitions: int, reset: bool) -> Claim:
-        writer = checkpoint.this_writer()
-        epoch, previous = self._control(
-            lambda session: checkpoint.record(
-                session, self.shard, identity, partitions, reset, writer
-            ),
-            "cannot record the stream",
-            Phase.STREAM,
-        )
-        self._claim = self._control(
-            lambda session: checkpoint.stamp(session, self.shard, epoch, previous),
-            "cannot take the shard over",
-            Phase.STREAM,
-        )
+        """The claim of :mod:`service.pipeline.checkpoint`, each step after ending what the
+        shard's previous writers left open (:mod:`.takeover`): their locks would hold it."""
+        writer = self._writer
+
+        def record(session: SnowSession) -> tuple[int, Holder | None]:
+            self._free(session)
+            return checkpoint.record(session, self.shard, identity, partitions, reset, writer)
+
+        epoch, previous = self._control(record, "cannot record the stream", Phase.STREAM)
+
+        def stamp(session: SnowSession) -> Claim:
+            self._free(session)
+            return checkpoint.stamp(session, self.shard, epoch, previous)
+
+        self._claim = self._control(stamp, "cannot take the shard over", Phase.STREAM)
         return self._claim
 
     # -- workers and ad-hoc SQL ----------------------------------------------------
@@ -175,21 +216,34 @@ class SnowflakeSink:
         spec, claim = self.spec, self._claim
         if claim is None:
             raise SinkError(f"the {self.name} sink has no claim on its shard: claim_stream first")
-        conn = retrying(
-            self.policy,
-            lambda: open_connection(spec, autocommit=False, tag=f"worker-{worker}"),
-            f"worker {worker}: cannot connect",
-            Phase.CONNECT,
-        )
+        tag = f"worker-{worker}"
+
+        def connect() -> SnowflakeConnection:
+            conn = open_connection(spec, autocommit=False, tag=tag)
+            try:
+                self.register(conn)
+            except BaseException:
+                close_quietly(conn)
+                raise
+            return conn
+
+        conn = retrying(self.policy, connect, f"worker {worker}: cannot connect", Phase.CONNECT)
         return SnowflakeWriter(
-            spec, claim, worker, policy=self.policy, chunk_rows=self.chunk_rows, conn=conn
+            spec,
+            claim,
+            worker,
+            policy=self.policy,
+            chunk_rows=self.chunk_rows,
+            conn=conn,
+            connect=connect,
         )
 
     def connect_sql(self) -> SnowSession:
         """A new session (autocommit, UTC, the database and schema selected)."""
         spec = self.spec
         try:
-            return SnowSession(open_connection(spec, autocommit=True, tag="sql"), autocommit=True)
+            conn = open_connection(spec, autocommit=True, tag="sql")
+            return SnowSession(conn, autocommit=True, timeout=self.timeout)
         except Exception as exc:
             raise signin_error(spec, exc) from None
 
@@ -199,9 +253,13 @@ class SnowflakeSink:
 
         def once() -> T:
             session = SnowSession(
-                open_connection(spec, autocommit=True, tag="sql"), autocommit=True
+                open_connection(spec, autocommit=True, tag="sql"),
+                autocommit=True,
+                timeout=self.timeout,
             )
             try:
+                if phase is Phase.STREAM and self._claim is not None:
+                    self.register(session.conn)  # it writes the stream's state (a snapshot)
                 return fn(session)
             finally:
                 session.close()

@@ -182,19 +182,40 @@ def plan(batch: Batch, claim: Claim, now: dt.datetime, max_rows: int = MAX_LIST)
     ]
 
 
-def round_trips(batch: Batch, max_rows: int = MAX_LIST) -> int:
-    """Requests one batch costs: its statements and the COMMIT (no BEGIN: autocommit is off).
+#: What each request of a batch's transaction is, for a model of Snowflake's locks: a verb
+#: and the table whose lock it takes ('' for none). UPDATE, DELETE and MERGE on a table hold
+#: a lock that keeps the others from running in parallel on that table until COMMIT; most
+#: INSERTs take none ("Transactions": resource locking).
+Trip = tuple[str, str]
 
-    Counted as ``plan`` would chunk, from the batch's columns, without building
-    a row or a statement.
-    """
+
+def trips(batch: Batch, max_rows: int = MAX_LIST) -> list[Trip]:
+    """The requests one batch costs, in :func:`plan`'s order, then the COMMIT (no BEGIN:
+    autocommit is off). Counted as ``plan`` would chunk, from the batch's columns, without
+    building a row or a statement."""
     ins, upd, dels = batch.of(Op.INSERT), batch.of(Op.UPDATE), batch.of(Op.DELETE)
-    return (
-        len(chunk_bounds(row_sizes(ins), max_rows, MAX_TEXT - len(INSERT)))
-        + len(chunk_bounds(row_sizes(upd), max_rows, MAX_TEXT - len(_UPDATE)))
-        + len(chunk_bounds(_id_sizes(dels) + 4, max_rows, MAX_TEXT - len(_DELETE)))
-        + 2  # the checkpoint UPDATE and the COMMIT
-    )
+    n_ins = len(chunk_bounds(row_sizes(ins), max_rows, MAX_TEXT - len(INSERT)))
+    n_upd = len(chunk_bounds(row_sizes(upd), max_rows, MAX_TEXT - len(_UPDATE)))
+    n_del = len(chunk_bounds(_id_sizes(dels) + 4, max_rows, MAX_TEXT - len(_DELETE)))
+    return [
+        *[("INSERT", "")] * n_ins,
+        *[("UPDATE", "raw_orders")] * n_upd,
+        *[("DELETE", "raw_orders")] * n_del,
+        ("UPDATE", "cdc_checkpoints"),
+        ("COMMIT", ""),
+    ]
+
+
+def round_trips(batch: Batch, max_rows: int = MAX_LIST) -> int:
+    """Requests one batch costs: its statements and the COMMIT."""
+    return len(trips(batch, max_rows))
+
+
+def locked_trips(batch_trips: list[Trip]) -> int:
+    """The requests from the first one that takes a lock to the COMMIT that releases it: the
+    part of a batch that batches of other workers cannot overlap."""
+    first = next((i for i, (_verb, table) in enumerate(batch_trips) if table), len(batch_trips))
+    return len(batch_trips) - first
 
 
 _POWERS_OF_TEN = np.array([10**k for k in range(1, 19)], np.int64)

@@ -20,6 +20,7 @@ write after-images and may be.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ... import clock, logs
@@ -30,7 +31,14 @@ from ...retry import Phase, RetryPolicy
 from ..base import Claim
 from . import errors
 from . import sql as q
-from .connection import SnowSession, close_quietly, execute, open_connection, retrying
+from .connection import (
+    CLIENT_GRACE,
+    SnowSession,
+    close_quietly,
+    execute,
+    open_connection,
+    retrying,
+)
 
 if TYPE_CHECKING:
     from snowflake.connector import SnowflakeConnection
@@ -50,6 +58,7 @@ class SnowflakeWriter:
         policy: RetryPolicy,
         chunk_rows: int,
         conn: SnowflakeConnection,
+        connect: Callable[[], SnowflakeConnection] | None = None,
     ) -> None:
         self._spec = spec
         self._claim = claim
@@ -57,6 +66,10 @@ class SnowflakeWriter:
         self._policy = policy
         self._chunk_rows = chunk_rows
         self._conn: SnowflakeConnection | None = conn
+        # A new connection (recorded as the shard's, as the first one was: see .takeover).
+        self._connect = connect or (
+            lambda: open_connection(spec, autocommit=False, tag=f"worker-{worker}")
+        )
         # The current batch may have been (partly) sent: its outcome must be read back.
         self._unsure = False
         self.reconnects = 0
@@ -107,7 +120,7 @@ class SnowflakeWriter:
             self._unsure = True
             cur = conn.cursor()
             for st in statements:
-                execute(cur, st)
+                execute(cur, st, self._spec.statement_timeout + CLIENT_GRACE)
             # The last statement is the checkpoint's compare-and-set.
             checkpoint.advanced(
                 session, claim.shard, claim.epoch, int(cur.rowcount or 0), len(batch.checkpoints)
@@ -130,7 +143,7 @@ class SnowflakeWriter:
             raise
 
     def _reconnect(self) -> SnowflakeConnection:
-        self._conn = open_connection(self._spec, autocommit=False, tag=f"worker-{self._worker}")
+        self._conn = self._connect()
         self.reconnects += 1
         log.info("sink.reconnected", worker=self._worker, reconnects=self.reconnects)
         return self._conn

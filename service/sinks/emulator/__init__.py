@@ -4,7 +4,11 @@ fakesnow serves Snowflake's HTTP API from DuckDB, so the very same sink runs
 through the real connector over HTTP. The server listens on 127.0.0.1 on a
 free port, logged at start (``emulator.listening``) so a person can point
 another client at it during the run. State is in memory unless
-``CDC_EMULATOR_PATH`` names a folder.
+``CDC_EMULATOR_PATH`` names a folder. In front of fakesnow sits
+:class:`~.account.Layer`: what a Snowflake account keeps beside its tables
+(sessions, their transactions and aborts, statement timeouts, dynamic tables and
+their refresh modes, tasks), which fakesnow lacks. ``ecomm-cdc emulator`` serves
+the same on its own, in a process that outlives its clients, as Snowflake does.
 
 We start uvicorn ourselves rather than through ``fakesnow.server()``: that
 helper imports ``fakesnow.server`` inside, which rebinds the name to the
@@ -15,6 +19,7 @@ quieten the access log. fakesnow keeps its database in a module global
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import socket
@@ -26,15 +31,17 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
-from .. import logs
-from ..config import DEFAULT_DATABASE, DEFAULT_SCHEMA, DEFAULT_WAREHOUSE, ConnectionSpec
-from ..retry import Observer, RetryPolicy
-from .base import TargetConfigError, Warehouse
-from .snowflake.sink import SnowflakeSink
-from .snowflake.sql import MAX_LIST
+from ... import logs
+from ...config import DEFAULT_DATABASE, DEFAULT_SCHEMA, DEFAULT_WAREHOUSE, ConnectionSpec
+from ...retry import Observer, RetryPolicy
+from ..base import TargetConfigError, Warehouse
+from ..snowflake.sink import SnowflakeSink
+from ..snowflake.sql import MAX_LIST
+from .account import Account
+from .layer import Layer
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ...config import Config
 
 log = logs.get("emulator")
 
@@ -55,14 +62,23 @@ def fakesnow_server() -> Any:
 
 
 class Emulator:
-    """A fakesnow server on a daemon thread. ``app`` wraps the ASGI app (tests record with it)."""
+    """A fakesnow server on a daemon thread, behind the account layer.
+
+    ``app`` replaces the layered app (tests wrap it to record and break requests).
+    """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, path: Path | None = None, app: Any = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        path: Path | None = None,
+        app: Any = None,
+        account: Account | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.path = path
+        self.account = account or Account()
         self._app = app
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -89,7 +105,7 @@ class Emulator:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
-        app = self._app or server_module.app
+        app = self._app or Layer(server_module.app, self.account)
         config = uvicorn.Config(app, log_level="critical", access_log=False, lifespan="off")
         server = self._server = uvicorn.Server(config)
         thread = self._thread = threading.Thread(
@@ -162,8 +178,12 @@ class EmulatorSink(SnowflakeSink):
         env = self._config.snowflake
         # A statement the connector replays after a lost reply fails on the primary key
         # and is retried as HTTP 500 until the network timeout: keep that short here.
-        return self.server.spec(
+        spec = self.server.spec(
             env.database, env.schema_, env.warehouse, network_timeout=min(env.network_timeout, 10.0)
+        )
+        s = self._config.settings
+        return dataclasses.replace(
+            spec, lock_timeout=s.lock_timeout, statement_timeout=s.statement_timeout
         )
 
     def open(self) -> None:
@@ -184,3 +204,40 @@ class EmulatorSink(SnowflakeSink):
         super().close()
         if self._owns_server:
             self.server.stop()
+
+
+def serve(ns: Any) -> int:
+    """``ecomm-cdc emulator``: serve until SIGTERM or SIGINT, in a process of its own.
+
+    Its sessions outlive the processes that open them, as Snowflake's do: a client
+    killed in the middle of a transaction leaves it open, with its locks, until it is
+    aborted (:mod:`.account`). Exit 2 when the port cannot be had.
+    """
+    import os
+    import signal
+
+    logs.configure(os.environ.get("CDC_LOG_FORMAT", "auto"), "info")
+    path = ns.emulator_path or os.environ.get("CDC_EMULATOR_PATH") or None
+    account = Account(execute_task=not ns.no_execute_task, task_speed=ns.task_speed)
+    server = Emulator(ns.host, ns.port, Path(path) if path else None, account=account)
+    try:
+        server.start()
+    except OSError as exc:
+        print(f"ecomm-cdc: error: --port {ns.port}: {exc.strerror}", flush=True)
+        return 2
+    log.info(
+        "emulator.listening",
+        url=server.url,
+        host=server.host,
+        port=server.port,
+        persisted_in=str(server.path or "memory"),
+        connect=f"SNOWFLAKE_HOST={server.host} SNOWFLAKE_PORT={server.port} "
+        "SNOWFLAKE_PROTOCOL=http (any account, user and password)",
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.stop()
+    log.info("emulator.stopped")
+    return 0
