@@ -165,7 +165,19 @@ def init(config: Config, ns: argparse.Namespace) -> int:
                 "030_local_task_history.sql",
             )
             if local
-            else ("refresh_orders_agg", "task, every 2 minutes, resumed", "020_refresh_task.sql")
+            else (
+                (
+                    "refresh_orders_agg",
+                    "task, every 2 minutes (created and resumed once)",
+                    "020_refresh_task.sql",
+                )
+                if config.settings.layers_refresh == "task"
+                else (
+                    "orders_aggregated",
+                    "TARGET_LAG = '2 minutes', no task",
+                    "011_orders_aggregated.sql",
+                )
+            )
         ),
     ]
     out.print(_table(["object", "kind", "from"], rows, title=f"ecomm-cdc init: {sink.name} ready"))

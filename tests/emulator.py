@@ -286,8 +286,8 @@ class BatchSeen:
 
     verbs: list[str]
     insert_rows: list[int]
-    update_rows: list[int]
-    delete_ids: list[int]
+    merge_rows: list[int]  # per MERGE: its rows (updated and deleted orders)
+    delete_ids: list[int]  # per MERGE: the deleted orders among them
 
     @property
     def round_trips(self) -> int:
@@ -295,7 +295,7 @@ class BatchSeen:
 
 
 _ROW = re.compile(r"\('ORD-")
-_ID = re.compile(r"'ORD-")
+_DELETED = re.compile(r", 'd'\)")
 
 
 def batches_seen(statements: list[Recorded]) -> list[BatchSeen]:
@@ -329,26 +329,23 @@ def _summarise(sts: list[Recorded]) -> BatchSeen:
         seen.verbs.append(st.verb)
         if st.verb == "INSERT":
             seen.insert_rows.append(len(_ROW.findall(st.sql)))
-        elif st.verb == "UPDATE":
-            seen.update_rows.append(len(_ROW.findall(st.sql)))
-        elif st.verb == "DELETE":
-            seen.delete_ids.append(len(_ID.findall(st.sql)))
+        elif st.verb == "MERGE":
+            seen.merge_rows.append(len(_ROW.findall(st.sql)))
+            seen.delete_ids.append(len(_DELETED.findall(st.sql)))
     return seen
 
 
 def check_bulk(seen: list[BatchSeen], chunk: int) -> Iterator[str]:
     """Every way a batch's statements are not bulk; nothing yielded = all bulk."""
     for i, b in enumerate(seen):
-        ins, upd, dels = sum(b.insert_rows), sum(b.update_rows), sum(b.delete_ids)
+        ins, merged = sum(b.insert_rows), sum(b.merge_rows)
         if len(b.insert_rows) > math.ceil(ins / chunk):
             yield f"batch {i}: {len(b.insert_rows)} INSERTs for {ins} rows (chunk {chunk})"
-        if len(b.update_rows) > math.ceil(upd / chunk):
-            yield f"batch {i}: {len(b.update_rows)} UPDATEs for {upd} rows"
-        if len(b.delete_ids) > math.ceil(dels / chunk):
-            yield f"batch {i}: {len(b.delete_ids)} DELETEs for {dels} ids"
+        if len(b.merge_rows) > math.ceil(merged / chunk):
+            yield f"batch {i}: {len(b.merge_rows)} MERGEs for {merged} rows"
         if b.verbs[-2:] != ["CHECKPOINT", "COMMIT"] or b.verbs.count("COMMIT") != 1:
             yield f"batch {i}: not one checkpoint UPDATE then COMMIT: {b.verbs}"
-        others = set(b.verbs) - {"INSERT", "UPDATE", "DELETE", "CHECKPOINT", "COMMIT"}
+        others = set(b.verbs) - {"INSERT", "MERGE", "CHECKPOINT", "COMMIT"}
         if others:
             yield f"batch {i}: unexpected statements {sorted(others)}"
 

@@ -226,3 +226,41 @@ def test_a_statement_whose_values_do_not_fit_is_our_bug_not_a_lost_reply() -> No
             assert cur.fetchall() == [(1, 2), (5, 4)]
         finally:
             conn.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_merge_stays_inside_its_transaction() -> None:
+    """The batch's MERGE (updates and deletes) is part of its transaction on the emulator: another
+    session sees nothing of it before COMMIT, and a ROLLBACK undoes it (fakesnow alone commits
+    the open transaction at a MERGE: the account layer runs it as DuckDB's MERGE INTO)."""
+    from service.pipeline.events import Event, Op
+    from service.sinks.snowflake import open_connection
+    from service.sinks.snowflake import sql as q
+    from service.sinks.snowflake.connection import SnowSession, execute
+
+    with Server() as server:
+        server.query(
+            "CREATE TABLE raw_orders (order_id VARCHAR, customer_id VARCHAR, order_date "
+            "TIMESTAMP_NTZ, status VARCHAR, amount NUMBER(12, 2), product_id VARCHAR, "
+            "quantity INTEGER)"
+        )
+        server.query(
+            "INSERT INTO raw_orders VALUES ('ORD-0-1', 'C', '2026-01-01', 'PENDING', 1, 'P', 1), "
+            "('ORD-0-2', 'C', '2026-01-01', 'PENDING', 2, 'P', 2)"
+        )
+        before = server.query("SELECT * FROM raw_orders ORDER BY 1")
+        shipped = Event(9, Op.UPDATE, "ORD-0-1", "C", 0, "SHIPPED", 150, "P", 3)
+        writer = open_connection(server.emulator.spec(), autocommit=False, tag="w")
+        try:
+            for end in ("rollback", "commit"):
+                (merge,) = q.merges([shipped], ["ORD-0-2"])
+                execute(writer.cursor(), merge)
+                assert server.query("SELECT * FROM raw_orders ORDER BY 1") == before
+                getattr(writer, end)()
+            after = server.query("SELECT order_id, status, amount, quantity FROM raw_orders")
+            assert [(r[0], r[1], float(r[2]), r[3]) for r in after] == [
+                ("ORD-0-1", "SHIPPED", 1.5, 3)
+            ]
+            assert SnowSession(writer, autocommit=False).execute("SELECT 1").fetchone() == (1,)
+        finally:
+            writer.close()

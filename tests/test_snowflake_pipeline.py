@@ -89,19 +89,18 @@ def test_snowflake_target_matches_replay_and_duckdb(snowflake_run: Run, tmp_path
 
 
 def test_statements_reaching_the_server_are_bulk(snowflake_run: Run) -> None:
-    """Per batch the server sees INSERTs <= ceil(rows/16,384), one UPDATE and DELETE per chunk."""
+    """Per batch the server sees INSERTs <= ceil(rows/16,384), one MERGE (updates and deletes)
+    per chunk."""
     seen = snowflake_run.seen
     summary = next(e for e in snowflake_run.log if e["event"] == "pipeline.summary")
     assert len(seen) == summary["batches"]
     assert list(check_bulk(seen, MAX_LIST)) == []
     assert all(len(b.insert_rows) == 1 for b in seen)
-    assert all(len(b.update_rows) <= 1 and len(b.delete_ids) <= 1 for b in seen)
+    assert all(len(b.merge_rows) <= 1 for b in seen)
     inserted = sum(sum(b.insert_rows) for b in seen)
     deleted = sum(sum(b.delete_ids) for b in seen)
     assert inserted - deleted == len(snowflake_run.rows)  # the counts are of real rows
-    assert (
-        max(b.round_trips for b in seen) <= 5
-    )  # INSERT, UPDATE, DELETE, checkpoint UPDATE, COMMIT
+    assert max(b.round_trips for b in seen) <= 4  # INSERT, MERGE, checkpoint UPDATE, COMMIT
 
 
 def test_chunks_split_statements_but_stay_bulk() -> None:

@@ -127,18 +127,17 @@ def test_plan_is_bulk_and_parses_as_snowflake() -> None:
     plan = q.plan(batch, CLAIM, NOW, max_rows=500)
     verbs = [st.verb for st in plan]
     n_ins = -(-len(batch.inserts) // 500)
-    n_upd = -(-len(batch.updates) // 500)
-    n_del = -(-len(batch.deletes) // 500)
-    assert verbs == ["INSERT"] * n_ins + ["UPDATE"] * n_upd + ["DELETE"] * n_del + ["UPDATE"]
+    n_merge = -(-(len(batch.updates) + len(batch.deletes)) // 500)
+    assert verbs == ["INSERT"] * n_ins + ["MERGE"] * n_merge + ["UPDATE"]
     assert q.round_trips(batch, 500) == len(plan) + 1
     # The lock model's view of the same plan: its verbs and the tables they lock, in order.
     trips = q.trips(batch, 500)
     assert [verb for verb, _ in trips] == [*verbs, "COMMIT"]
-    tables = [t for st, (_, t) in zip(plan, trips, strict=False) if st.verb in ("UPDATE", "DELETE")]
-    assert tables == ["raw_orders"] * (n_upd + n_del) + ["cdc_checkpoints"]
-    assert all(st.sql.split()[2 if st.verb == "DELETE" else 1] == t for st, (_, t) in
+    tables = [t for st, (_, t) in zip(plan, trips, strict=False) if st.verb in ("UPDATE", "MERGE")]
+    assert tables == ["raw_orders"] * n_merge + ["cdc_checkpoints"]
+    assert all(st.sql.split()[2 if st.verb == "MERGE" else 1] == t for st, (_, t) in
                zip(plan, trips, strict=False) if t)  # fmt: skip
-    assert q.locked_trips(trips) == n_upd + n_del + 2  # from the first UPDATE to the COMMIT
+    assert q.locked_trips(trips) == n_merge + 2  # from the first MERGE to the COMMIT
     for st in plan:
         if st.many:
             assert st.sql.count("%s") == len(st.params[0])
@@ -152,7 +151,7 @@ def test_plan_is_bulk_and_parses_as_snowflake() -> None:
 def test_values_are_bound_never_formatted() -> None:
     """A hostile value travels as a parameter: the SQL text holds only placeholders."""
     ev = Event(1, Op.UPDATE, "ORD-0-1'); DROP TABLE raw_orders; --", "C", 0, "S", 1, "P", 1)
-    for st in [*q.updates([ev]), *q.deletes([ev.order_id]), *q.inserts([ev])]:
+    for st in [*q.merges([ev], [ev.order_id]), *q.inserts([ev])]:
         assert "DROP TABLE" not in st.sql
     st = q.checkpoint(CLAIM, {3: 10, 1: 5}, NOW)
     assert st.params == [NOW, 1, 5, 3, 10, "0", 7, "0", 7]

@@ -34,10 +34,14 @@ def _target(path: Path | str = ":memory:") -> duckdb.DuckDBPyConnection:
 
 
 async def _run_for(
-    seconds: float, connect: Any, metrics: Metrics, during: Sequence[tuple[float, Any]] = ()
+    seconds: float,
+    connect: Any,
+    metrics: Metrics,
+    interval: float = INTERVAL,
+    during: Sequence[tuple[float, Any]] = (),
 ) -> None:
     task = asyncio.ensure_future(
-        scheduler.run_schedule(scheduler.sessions(connect), INTERVAL, metrics)
+        scheduler.run_schedule(scheduler.sessions(connect), interval, metrics)
     )
     t0 = time.monotonic()
     for at, action in during:
@@ -67,13 +71,16 @@ def test_scheduler_keeps_to_the_schedule_when_refreshes_take_time() -> None:
         return DuckSession(con.cursor())
 
     began = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    asyncio.run(_run_for(4 * INTERVAL + 0.15, slow_connect, metrics))
+    # Twice the interval: a refresh (0.1 s slept, and its own work: 0.16-0.26 s on a loaded
+    # machine) must fit in one, or the next run is skipped as it should be.
+    interval = 2 * INTERVAL
+    asyncio.run(_run_for(4 * interval + 0.15, slow_connect, metrics, interval))
     runs = _runs(con)
-    assert [r[4] for r in runs] == ["SUCCEEDED"] * 4  # at 0.3, 0.6, 0.9, 1.2 s (drift: 3)
+    assert [r[4] for r in runs] == ["SUCCEEDED"] * 4  # at 0.6, 1.2, 1.8, 2.4 s (drift: 3)
     scheduled = [r[1] for r in runs]
     for n, at in enumerate(scheduled, start=1):
         offset = (at - began).total_seconds()
-        assert abs(offset - n * INTERVAL) < 0.05, (n, offset)
+        assert abs(offset - n * interval) < 0.05, (n, offset)
     for r in runs:
         started, completed = r[2], r[3]
         assert dt.timedelta(0) <= started - r[1] < dt.timedelta(seconds=0.08), "started on time"

@@ -251,9 +251,10 @@ def _fenced(shard: str, epoch: int, now: Holder | None, batch: str) -> Fenced:
 
 def register_session(session: SqlSession, shard: str, session_id: str, writer: str) -> None:
     """Record one of this writer's sessions (the caller commits, before the session writes)."""
-    session.execute(
-        "INSERT INTO cdc_sessions (shard, session_id, writer, opened_at) VALUES (?, ?, ?, ?)",
-        [shard, session_id, writer, clock.utc_now()],
+    session.execute(  # once, however often it is sent (a reply lost, the attempt retried)
+        "INSERT INTO cdc_sessions (shard, session_id, writer, opened_at) SELECT ?, ?, ?, ? "
+        "WHERE NOT EXISTS (SELECT 1 FROM cdc_sessions WHERE shard = ? AND session_id = ?)",
+        [shard, session_id, writer, clock.utc_now(), shard, session_id],
     )
 
 

@@ -15,6 +15,9 @@ Snowflake's documentation describes it (the pages named in quotes):
   that blocks another after 5 idle minutes: not played here.) A statement running
   in a transaction that is aborted fails (000604); the session's next statement
   starts a new transaction.
+- **MERGE in its transaction.** fakesnow runs a MERGE as a CREATE TEMPORARY TABLE and DML,
+  and the CREATE commits the open transaction; here it is DuckDB's own MERGE INTO,
+  translated, inside the session's transaction.
 - **Statement timeouts.** ``STATEMENT_TIMEOUT_IN_SECONDS`` (a session parameter given
   at sign-in) cancels a statement that runs longer, with Snowflake's 000630. There
   is no lock wait to time out: DuckDB fails a conflicting write at once
@@ -54,8 +57,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlglot
+
 from .objects import Objects, Where
-from .replies import Columns, Refused, now, rows_sql
+from .replies import Columns, Faulted, Refused, now, rows_sql
 
 _LEAD = re.compile(r"^\s*(?:/\*.*?\*/\s*|--[^\n]*(?:\n|$)\s*)*", re.DOTALL)
 _END = r"\s*;?\s*$"
@@ -83,6 +88,7 @@ _ALTER_DT = re.compile(
     re.I,
 )  # fmt: skip
 _DROP_DT = re.compile(r"^DROP\s+DYNAMIC\s+TABLE\s+(?P<ie>IF\s+EXISTS\s+)?" + _NAME + _END, re.I)
+_MERGE = re.compile(r"^MERGE\s+INTO\b", re.I)
 _HISTORY = re.compile(
     r"INFORMATION_SCHEMA\s*\.\s*(?:TASK_HISTORY|DYNAMIC_TABLE_REFRESH_HISTORY)\b", re.I
 )
@@ -211,4 +217,30 @@ class Account:
             return objects.drop_dynamic(where, m["name"], bool(m["ie"]))
         if _HISTORY.search(text):
             return objects.history(text)
+        if _MERGE.match(text):
+            return await self._merge(session, text)
         return None
+
+    async def _merge(self, session: Session, text: str) -> str:
+        """A MERGE, inside the session's transaction. fakesnow runs one as a CREATE TEMPORARY
+        TABLE and DML, and the CREATE commits the open transaction (a batch would be split in
+        two); here it is DuckDB's own MERGE INTO, translated, in the transaction as Snowflake
+        runs it. Its reply: the rows it changed."""
+        conn = self.connection(session.token)
+        try:
+            duck = sqlglot.transpile(text, read="snowflake", write="duckdb")[0]
+        except sqlglot.ParseError as exc:
+            raise Refused(1003, "42000", f"SQL compilation error: {exc}") from None
+
+        def run() -> int:
+            if not conn._autocommit and not conn._in_transaction:
+                conn._duck_conn.begin()
+                conn._in_transaction = True
+            row = conn._duck_conn.execute(duck).fetchone()
+            return int(row[0]) if row else 0
+
+        try:
+            changed = await asyncio.to_thread(run)
+        except Exception as exc:  # a conflict, a constraint: as fakesnow answers DML that fails
+            raise Faulted(f"{type(exc).__name__}: {exc}") from None
+        return rows_sql([("number of rows merged", "BIGINT")], [(changed,)])

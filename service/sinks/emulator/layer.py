@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .account import Account, Session
-from .replies import Refused
+from .replies import Faulted, Refused
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -99,6 +99,13 @@ class Layer:
                 instead = await self.account.handle(session, request["sqlText"])
             except Refused as exc:
                 await _error(exc.errno, exc.sqlstate, exc.message).replay(send)
+                return
+            except Faulted as exc:
+                self.account.after_statement(session)
+                body500 = {"data": None, "code": "261000", "message": str(exc), "success": False}
+                await Sent(
+                    500, [(b"content-type", b"application/json")], json.dumps(body500).encode()
+                ).replay(send)
                 return
             if instead is not None:
                 request["sqlText"] = instead

@@ -27,6 +27,10 @@ class Refused(Exception):
         self.errno, self.sqlstate, self.message = errno, sqlstate, message
 
 
+class Faulted(Exception):
+    """A statement that failed as fakesnow fails DML it cannot run (a conflict): HTTP 500."""
+
+
 def missing(kind: str, name: str) -> Refused:
     """Snowflake's 002003 for an object that is not there."""
     return Refused(

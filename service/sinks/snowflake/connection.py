@@ -27,9 +27,6 @@ if TYPE_CHECKING:
 
 log = logs.get("sink")
 T = TypeVar("T")
-#: Seconds after a session's STATEMENT_TIMEOUT_IN_SECONDS at which the connector cancels the
-#: statement itself: the server's bound answers first; this one ends a wait it never ends.
-CLIENT_GRACE = 5
 
 
 def retrying(policy: retry.RetryPolicy, fn: Callable[[], T], doing: str, phase: retry.Phase) -> T:
@@ -53,7 +50,7 @@ class NoReply(ConnectionError):
     """A statement sent without the connector's retries got no usable reply: outcome unknown."""
 
 
-def execute(cur: Any, st: Statement, timeout: int | None = None) -> None:
+def execute(cur: Any, st: Statement) -> None:
     """Run one statement. One that is not replayable is sent once, never re-sent by the connector.
 
     The connector re-sends a request whose reply was lost; for an INSERT that
@@ -62,17 +59,16 @@ def execute(cur: Any, st: Statement, timeout: int | None = None) -> None:
     reply surfaces here instead, and the writer settles it by reading back the
     checkpoint. In that mode the connector may also swallow an HTTP error and
     hand back an empty reply, which it then fails to parse: that is a lost
-    reply too. ``timeout``: the connector cancels the statement after that many seconds (it
-    would otherwise cancel it after the network timeout).
+    reply too.
     """
     run = cur.executemany if st.many else cur.execute
     sql = st.sql
     if st.replayable:
-        run(sql, st.params, timeout=timeout)
+        run(sql, st.params)
         return
     _check_binding(st)
     try:
-        run(sql, st.params, _no_retry=True, timeout=timeout)
+        run(sql, st.params, _no_retry=True)
     except (KeyError, TypeError) as exc:
         raise NoReply(f"no usable reply to {st.verb} ({type(exc).__name__}: {exc})") from None
 
@@ -157,9 +153,11 @@ def signin_error(spec: ConnectionSpec, exc: BaseException) -> SinkError:
 class SnowSession:
     """A Snowflake connection as a :class:`SqlSession` (``?`` placeholders, pyformat).
 
-    ``timeout``: the connector cancels a statement after that many seconds (the session's
-    STATEMENT_TIMEOUT_IN_SECONDS bounds it on the server as well; without one the connector
-    cancels after the network timeout). A read through the service sets its own.
+    ``timeout``: the connector cancels a statement after that many seconds, and gives up
+    retrying its request then (a read through the service sets it to CDC_QUERY_TIMEOUT).
+    Without it both happen after the network timeout (SNOWFLAKE_NETWORK_TIMEOUT), while the
+    session's STATEMENT_TIMEOUT_IN_SECONDS bounds the statement on the server, the client
+    alive or not.
     """
 
     dialect: Dialect = "snowflake"

@@ -25,14 +25,7 @@ from ...warehouse import sqlfiles
 from ..base import Claim, Holder, SinkError, SqlSession, StoredStream, Warehouse
 from . import errors
 from . import sql as q
-from .connection import (
-    CLIENT_GRACE,
-    SnowSession,
-    close_quietly,
-    open_connection,
-    retrying,
-    signin_error,
-)
+from .connection import SnowSession, close_quietly, open_connection, retrying, signin_error
 from .takeover import free
 from .writer import SnowflakeWriter
 
@@ -77,12 +70,6 @@ class SnowflakeSink:
 
     def make_spec(self) -> ConnectionSpec:
         return self._config.snowflake_spec()
-
-    @property
-    def timeout(self) -> float:
-        """When the connector cancels a statement of the service: a little after the server's
-        own bound (STATEMENT_TIMEOUT_IN_SECONDS), which answers first with Snowflake's 000630."""
-        return float(self.spec.statement_timeout + CLIENT_GRACE)
 
     @property
     def spec(self) -> ConnectionSpec:
@@ -136,7 +123,6 @@ class SnowflakeSink:
         shapes.check(session, f"{db}.{schema}", "SNOWFLAKE_SCHEMA")
         for sql in sqlfiles.statements(sqlfiles.TABLE_FILES, self.names, dialect="snowflake"):
             session.execute(sql)
-        self.register(session.conn)
 
     def register(self, conn: SnowflakeConnection) -> None:
         """Record a session that will write, and commit it, before it writes anything (a
@@ -145,6 +131,9 @@ class SnowflakeSink:
         session_id = conn.session_id
         if session_id is None:  # a server that names no session: nothing to end later
             return
+        with self._lock_mine:
+            if str(session_id) in self._mine:
+                return
         checkpoint.register_session(
             SnowSession(conn, autocommit=False), self.shard, str(session_id), self._writer
         )
@@ -164,10 +153,9 @@ class SnowflakeSink:
             with self._lock:
                 if self._conn is None:
                     self._conn = open_connection(self.spec, autocommit=False, tag="control")
-                    self.register(self._conn)
                 conn = self._conn
                 try:
-                    result = fn(SnowSession(conn, autocommit=False, timeout=self.timeout))
+                    result = fn(SnowSession(conn, autocommit=False))
                     conn.commit()
                     return result
                 except Exception as exc:
@@ -198,12 +186,14 @@ class SnowflakeSink:
         writer = self._writer
 
         def record(session: SnowSession) -> tuple[int, Holder | None]:
+            self.register(session.conn)  # before this session takes a lock
             self._free(session)
             return checkpoint.record(session, self.shard, identity, partitions, reset, writer)
 
         epoch, previous = self._control(record, "cannot record the stream", Phase.STREAM)
 
         def stamp(session: SnowSession) -> Claim:
+            self.register(session.conn)
             self._free(session)
             return checkpoint.stamp(session, self.shard, epoch, previous)
 
@@ -242,8 +232,7 @@ class SnowflakeSink:
         """A new session (autocommit, UTC, the database and schema selected)."""
         spec = self.spec
         try:
-            conn = open_connection(spec, autocommit=True, tag="sql")
-            return SnowSession(conn, autocommit=True, timeout=self.timeout)
+            return SnowSession(open_connection(spec, autocommit=True, tag="sql"), autocommit=True)
         except Exception as exc:
             raise signin_error(spec, exc) from None
 
@@ -253,9 +242,7 @@ class SnowflakeSink:
 
         def once() -> T:
             session = SnowSession(
-                open_connection(spec, autocommit=True, tag="sql"),
-                autocommit=True,
-                timeout=self.timeout,
+                open_connection(spec, autocommit=True, tag="sql"), autocommit=True
             )
             try:
                 if phase is Phase.STREAM and self._claim is not None:

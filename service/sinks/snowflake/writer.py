@@ -31,14 +31,7 @@ from ...retry import Phase, RetryPolicy
 from ..base import Claim
 from . import errors
 from . import sql as q
-from .connection import (
-    CLIENT_GRACE,
-    SnowSession,
-    close_quietly,
-    execute,
-    open_connection,
-    retrying,
-)
+from .connection import SnowSession, close_quietly, execute, open_connection, retrying
 
 if TYPE_CHECKING:
     from snowflake.connector import SnowflakeConnection
@@ -120,7 +113,7 @@ class SnowflakeWriter:
             self._unsure = True
             cur = conn.cursor()
             for st in statements:
-                execute(cur, st, self._spec.statement_timeout + CLIENT_GRACE)
+                execute(cur, st)
             # The last statement is the checkpoint's compare-and-set.
             checkpoint.advanced(
                 session, claim.shard, claim.epoch, int(cur.rowcount or 0), len(batch.checkpoints)
