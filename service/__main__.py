@@ -68,7 +68,15 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
 def _add_target_flags(p: argparse.ArgumentParser) -> None:
     """Flags that say which target to talk to (every command has them)."""
     a = p.add_argument
-    a("--target", choices=TARGETS, help="duckdb, snowflake, emulator or null [CDC_TARGET]")
+    a("--target", choices=TARGETS, help="duckdb, snowflake, emulator, null or kafka [CDC_TARGET]")
+    a(
+        "--kafka-bootstrap-servers",
+        help="kafka target: the brokers, host:port[,...] [CDC_KAFKA_BOOTSTRAP_SERVERS]",
+    )
+    a(
+        "--kafka-topic",
+        help="kafka target: the topic (default ecomm.public.raw_orders) [CDC_KAFKA_TOPIC]",
+    )
     a(
         "--duckdb-path",
         help="the embedded default's file (default data/ecomm.duckdb) [CDC_DUCKDB_PATH]",
