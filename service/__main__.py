@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the Snowflake-path benchmark: the emulator, and a 150 ms round-trip model",
     )
+    bench.add_argument(
+        "--kafka",
+        action="store_true",
+        help="events/s into a broker (--kafka-bootstrap-servers, or a Tansu broker started "
+        "for it), beside the null sink's",
+    )
+    bench.add_argument("--kafka-bootstrap-servers", default=None, help="--kafka: the brokers")
     bench.add_argument("--events", type=int, default=1_000_000)
     bench.add_argument(
         "--seed-way-events",
@@ -289,6 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     if ns.command == "bench":
+        if ns.kafka:
+            from .bench.kafka import main as bench_kafka
+
+            return bench_kafka(ns)
         if ns.snowflake:
             from .bench.snowflake import main as bench_snowflake
 

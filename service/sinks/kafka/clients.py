@@ -8,6 +8,7 @@ error, so that "could not reach the brokers" can say why.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,13 @@ _AUTH = frozenset(
 )
 
 
+#: Where librdkafka's own log lines go (not stderr: a failure reaches the user as one line,
+#: through the exception or the error callback). Kept with ``CDC_LOG_LEVEL=debug``.
+_LIBRDKAFKA = logging.getLogger("ecomm-cdc.librdkafka")
+_LIBRDKAFKA.addHandler(logging.NullHandler())
+_LIBRDKAFKA.propagate = False
+
+
 class Errors:
     """The last error librdkafka reported on a client's background threads."""
 
@@ -60,7 +68,8 @@ def config(settings: Settings, errors: Errors, **extra: Any) -> dict[str, Any]:
         {
             "error_cb": errors,
             # librdkafka logs to stderr by default; its errors reach us through error_cb.
-            "log_level": 7 if settings.log_level == "debug" else 0,
+            "logger": _LIBRDKAFKA,
+            "log_level": 7 if settings.log_level == "debug" else 3,
         }
     )
     conf.update(extra)
@@ -110,6 +119,7 @@ class Admin:
             # All topics, not this one: asking for one makes some brokers create it.
             md = self.client.list_topics(timeout=s.kafka_timeout)
         except ck.KafkaException as exc:
+            self.client.poll(0.1)  # serves the error callback: why it could not
             raise failure(s, error_of(exc), "cannot reach the brokers", self.errors) from None
         found = md.topics.get(topic)
         if found is None:
