@@ -209,7 +209,7 @@ class Settings(BaseModel):
         "lz4", description="librdkafka compression.type (chosen by measurement: docs/kafka.md)"
     )
     kafka_linger_ms: float = Field(
-        5.0, ge=0, le=60_000, description="librdkafka linger.ms (chosen by measurement)"
+        20.0, ge=0, le=60_000, description="librdkafka linger.ms (chosen by measurement)"
     )
     kafka_timeout: float = Field(
         15.0, gt=0, le=3600, description="seconds to reach the brokers before giving up"
