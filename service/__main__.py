@@ -68,7 +68,15 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
 def _add_target_flags(p: argparse.ArgumentParser) -> None:
     """Flags that say which target to talk to (every command has them)."""
     a = p.add_argument
-    a("--target", choices=TARGETS, help="duckdb, snowflake, emulator or null [CDC_TARGET]")
+    a("--target", choices=TARGETS, help="duckdb, snowflake, emulator, null or kafka [CDC_TARGET]")
+    a(
+        "--kafka-bootstrap-servers",
+        help="kafka target: the brokers, host:port[,...] [CDC_KAFKA_BOOTSTRAP_SERVERS]",
+    )
+    a(
+        "--kafka-topic",
+        help="kafka target: the topic (default ecomm.public.raw_orders) [CDC_KAFKA_TOPIC]",
+    )
     a(
         "--duckdb-path",
         help="the embedded default's file (default data/ecomm.duckdb) [CDC_DUCKDB_PATH]",
@@ -129,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the Snowflake-path benchmark: the emulator, and a 150 ms round-trip model",
     )
+    bench.add_argument(
+        "--kafka",
+        action="store_true",
+        help="events/s into a broker (--kafka-bootstrap-servers, or a Tansu broker started "
+        "for it), beside the null sink's",
+    )
+    bench.add_argument("--kafka-bootstrap-servers", default=None, help="--kafka: the brokers")
     bench.add_argument("--events", type=int, default=1_000_000)
     bench.add_argument(
         "--seed-way-events",
@@ -306,6 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     if ns.command == "bench":
+        if ns.kafka:
+            from .bench.kafka import main as bench_kafka
+
+            return bench_kafka(ns)
         if ns.snowflake:
             from .bench.snowflake import main as bench_snowflake
 

@@ -145,6 +145,10 @@ def _table(
 def init(config: Config, ns: argparse.Namespace) -> int:
     """Create the tables, the layers and the task (or the local task history). Idempotent."""
     out = _console()
+    if config.target == "kafka":  # topics, not tables
+        from .sinks.kafka import fold
+
+        return fold.init(config, out)
     with _target(config, create=True) as sink, _connection(sink) as session:
         layers.apply_ddl(session, sink.warehouse, sink.names, upgrade=ns.upgrade)
         local = sink.warehouse is Warehouse.LOCAL
@@ -251,6 +255,11 @@ def _read(config: Config, fn: Callable[[Reader], T]) -> tuple[str, T]:
     """
     from .sinks.duckdb import FileInUse
 
+    if config.target == "kafka":  # a topic: folded into a database of this command's own
+        from .sinks.kafka.fold import Folded
+
+        with Folded.open(config) as folded:
+            return folded.name, fn(folded)
     deadline = time.monotonic() + SERVICE_WAIT
     while True:
         try:
@@ -310,6 +319,12 @@ def report(config: Config, ns: argparse.Namespace) -> int:
 
 def tasks(config: Config, ns: argparse.Namespace) -> int:
     """The refresh task's runs: the local history, or Snowflake's TASK_HISTORY."""
+    if config.target == "kafka":
+        _console().print(
+            f"{scheduler.TASK}: none on the kafka target: the topic holds change events; "
+            "`ecomm-cdc report` folds it and computes orders_aggregated each time it runs"
+        )
+        return 0
     _, (local, found) = _read(config, lambda r: r.tasks())
     columns, rows = found.columns, found.rows
     out = _console()

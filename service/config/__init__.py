@@ -16,9 +16,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
+from .kafka import BOOTSTRAP, DEFAULT_TOPIC, TOPIC, check_kafka
 from .snowflake import (
     DEFAULT_DATABASE,
     DEFAULT_SCHEMA,
@@ -47,8 +56,8 @@ __all__ = [
     "load",
 ]
 
-Target = Literal["duckdb", "snowflake", "emulator", "null"]
-TARGETS: tuple[str, ...] = ("duckdb", "snowflake", "emulator", "null")
+Target = Literal["duckdb", "snowflake", "emulator", "null", "kafka"]
+TARGETS: tuple[str, ...] = ("duckdb", "snowflake", "emulator", "null", "kafka")
 
 SHARD = re.compile(r"^[A-Za-z0-9_]{1,16}$")
 
@@ -79,7 +88,7 @@ class Settings(BaseModel):
 
     target: Target | None = Field(
         None,
-        description="duckdb, snowflake, emulator or null; default: snowflake when "
+        description="duckdb, snowflake, emulator, null or kafka; default: snowflake when "
         "Snowflake credentials are configured, else duckdb",
     )
     events: int | None = Field(
@@ -193,6 +202,45 @@ class Settings(BaseModel):
         None, description="a named connection in the connector's connections.toml"
     )
 
+    # -- the kafka target (docs/kafka.md); librdkafka's own settings, passed through --
+    kafka_bootstrap_servers: str | None = Field(
+        None, description="kafka target: host:port[,host:port...] of the brokers"
+    )
+    kafka_topic: str = Field(DEFAULT_TOPIC, description="kafka target: the change-event topic")
+    kafka_state_topic: str | None = Field(
+        None, description="kafka target: the stream's claims (default <topic>.cdc_state)"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = (
+        Field(None, description="librdkafka security.protocol")
+    )
+    kafka_sasl_mechanism: (
+        Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None
+    ) = Field(None, description="librdkafka sasl.mechanism")
+    kafka_sasl_username: str | None = Field(None, description="librdkafka sasl.username")
+    kafka_sasl_password: SecretStr | None = Field(None, description="librdkafka sasl.password")
+    kafka_ssl_ca_location: Path | None = Field(None, description="CA certificate file (PEM)")
+    kafka_ssl_certificate_location: Path | None = Field(
+        None, description="client certificate file (PEM)"
+    )
+    kafka_ssl_key_location: Path | None = Field(None, description="client key file (PEM)")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="the client key's password")
+    kafka_tombstones: bool = Field(
+        True, description="a tombstone (null value) after each delete, as Debezium does"
+    )
+    kafka_format: Literal["envelope", "flattened"] = Field(
+        "envelope",
+        description="envelope: Debezium's change event; flattened: ExtractNewRecordState's row",
+    )
+    kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "lz4", description="librdkafka compression.type (chosen by measurement: docs/kafka.md)"
+    )
+    kafka_linger_ms: float = Field(
+        20.0, ge=0, le=60_000, description="librdkafka linger.ms (chosen by measurement)"
+    )
+    kafka_timeout: float = Field(
+        15.0, gt=0, le=3600, description="seconds to reach the brokers before giving up"
+    )
+
     @field_validator("start")
     @classmethod
     def _start_utc(cls, v: dt.datetime | None) -> dt.datetime | None:
@@ -225,6 +273,20 @@ class Settings(BaseModel):
     def _warehouse(cls, v: str | None) -> str | None:
         if v is not None and not IDENTIFIER.match(v):
             raise ValueError(f"{v!r} is not a valid Snowflake identifier")
+        return v
+
+    @field_validator("kafka_topic", "kafka_state_topic")
+    @classmethod
+    def _topic(cls, v: str | None) -> str | None:
+        if v is not None and not TOPIC.match(v):
+            raise ValueError("must be 1-249 letters, digits, '.', '_' or '-'")
+        return v
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, v: str | None) -> str | None:
+        if v is not None and not BOOTSTRAP.match(v):
+            raise ValueError("must be host:port[,host:port...]")
         return v
 
     @field_validator("shard")
@@ -317,6 +379,7 @@ def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None =
         settings = Settings.model_validate(values)
     except ValidationError as exc:
         raise _first_error(exc, given, "CDC_") from None
+    check_kafka(settings, lambda field: _setting_name(field, given, "CDC_"))
     sf_env = {
         k[10:].lower(): v
         for k, v in environ.items()

@@ -124,7 +124,9 @@ def product_id(index: int) -> str:
 
 _COLUMN_NAMES = (
     "seq", "op", "order_no", "customer", "ts", "status", "cents", "product", "quantity",
+    "was_status", "was_quantity",
 )  # fmt: skip
+_SMALL = ("op", "status", "was_status")  # int8 columns
 
 
 class Changes:
@@ -135,15 +137,22 @@ class Changes:
     number, the customer and product index) and become strings only at the
     edge, where a sink writes them (``events`` for row-wise consumers, SQL
     for DuckDB). A delete's image columns hold the deleted row's last image.
+    ``was_status`` and ``was_quantity`` are the order's status and quantity before
+    the event (an update's previous image differs from its new one in those alone;
+    for an insert or a delete they equal the image): what a change event's
+    ``before`` is made of.
     """
 
     __slots__ = ("prefix", *_COLUMN_NAMES)
 
     def __init__(self, prefix: str, *columns: np.ndarray) -> None:
         self.prefix = prefix
+        if len(columns) == 9:  # no previous image given: the image itself
+            columns = (*columns, columns[5], columns[8])
         (
             self.seq, self.op, self.order_no, self.customer, self.ts,
             self.status, self.cents, self.product, self.quantity,
+            self.was_status, self.was_quantity,
         ) = columns  # fmt: skip
 
     seq: np.ndarray  # int64
@@ -155,6 +164,8 @@ class Changes:
     cents: np.ndarray  # int64
     product: np.ndarray  # int64, 0-based index
     quantity: np.ndarray  # int64
+    was_status: np.ndarray  # int8, the status before the event
+    was_quantity: np.ndarray  # int64, the quantity before the event
 
     def columns(self) -> tuple[np.ndarray, ...]:
         return tuple(getattr(self, name) for name in _COLUMN_NAMES)
@@ -175,7 +186,7 @@ class Changes:
 
     @classmethod
     def empty(cls, prefix: str) -> Changes:
-        return cls(prefix, *(np.empty(0, np.int8 if n in ("op", "status") else np.int64)
+        return cls(prefix, *(np.empty(0, np.int8 if n in _SMALL else np.int64)
                              for n in _COLUMN_NAMES))  # fmt: skip
 
     def counts(self) -> dict[Op, int]:
@@ -188,7 +199,7 @@ class Changes:
         out: list[Event] = []
         append = out.append
         rows = zip(*(c.tolist() for c in self.columns()), strict=True)
-        for seq, op, no, cust, ts, status, cents, prod, qty in rows:
+        for seq, op, no, cust, ts, status, cents, prod, qty, _, _ in rows:
             oid = order_id(prefix, no)
             if op == 3:
                 append(Event(seq, _DELETE, oid))
@@ -207,7 +218,7 @@ class Changes:
         if not events:
             return cls.empty("ORD-0-")
         prefix = events[0].order_id.rsplit("-", 1)[0] + "-"
-        cols: list[list[int]] = [[] for _ in _COLUMN_NAMES]
+        cols: list[list[int]] = [[] for _ in _COLUMN_NAMES[:9]]
         for e in events:
             image = (
                 (0, 0, 0, 0, 0, 0)
@@ -224,8 +235,8 @@ class Changes:
             for col, v in zip(cols, (e.seq, int(e.op), id_number(e.order_id), *image), strict=True):
                 col.append(v)  # type: ignore[arg-type]
         return cls(prefix, *(
-            np.array(c, np.int8 if n in ("op", "status") else np.int64)
-            for n, c in zip(_COLUMN_NAMES, cols, strict=True)
+            np.array(c, np.int8 if n in _SMALL else np.int64)
+            for n, c in zip(_COLUMN_NAMES[:9], cols, strict=True)
         ))  # fmt: skip
 
 
@@ -239,12 +250,31 @@ class Batch:
     transaction as the rows. ``counts`` are the events before collapsing.
     """
 
-    __slots__ = ("_events_of", "_rows_of", "checkpoints", "counts", "rows", "worker")
+    __slots__ = (
+        "_events_of",
+        "_rows_of",
+        "changes",
+        "checkpoints",
+        "counts",
+        "partitions",
+        "rows",
+        "worker",
+    )
 
     def __init__(
-        self, worker: int, rows: Changes, checkpoints: dict[int, int], counts: dict[Op, int]
+        self,
+        worker: int,
+        rows: Changes,
+        checkpoints: dict[int, int],
+        counts: dict[Op, int],
+        changes: Changes | None = None,
+        partitions: np.ndarray | None = None,
     ) -> None:
         self.worker = worker
+        #: Every event of the batch, in sequence order, before collapsing, and the partition
+        #: of each (a sink that writes each change, not the net effect: kafka).
+        self.changes = changes if changes is not None else rows
+        self.partitions = partitions
         self.rows = rows
         self.checkpoints = checkpoints
         self.counts = counts

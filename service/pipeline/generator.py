@@ -264,6 +264,7 @@ class OrderStream:
         op = np.full(k, _INSERT, np.int8)
         no, cust, ts = np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64)
         status, prod, qty = np.zeros(k, np.int8), np.zeros(k, np.int64), np.zeros(k, np.int64)
+        was_status, was_qty = np.zeros(k, np.int8), np.zeros(k, np.int64)
 
         # Updates and deletes: each picks a different order in flight. While
         # the ring holds fewer orders than the block wants, the rest are inserts.
@@ -275,6 +276,7 @@ class OrderStream:
             op[touch] = np.where(gone, _DELETE, _UPDATE)
             no[touch], cust[touch], ts[touch] = self._no[slots], self._cust[slots], self._ts[slots]
             prod[touch] = self._prod[slots]
+            was_status[touch], was_qty[touch] = self._status[slots], self._qty[slots]
             at = touch[~gone]
             self._advance(slots[~gone], u[at, 1], u[at, 2])
             status[touch], qty[touch] = self._status[slots], self._qty[slots]
@@ -292,7 +294,8 @@ class OrderStream:
             q = np.searchsorted(self._qty_cum, u[ins, 5] * self._qty_cum[-1]) + 1
             t = (self._start + seq[ins] * self._gap - u[ins, 6] * self._backdate).astype(np.int64)
             no[ins], cust[ins], ts[ins], prod[ins], qty[ins] = new_no, c, t, p, q
-            status[ins] = _PENDING
+            status[ins] = was_status[ins] = _PENDING
+            was_qty[ins] = q
             at = (self._next_slot + np.arange(n)) % g.active_orders
             self._next_slot = int(at[-1] + 1) % g.active_orders
             # A ring smaller than a block: orders pushed out within their own block
@@ -302,7 +305,9 @@ class OrderStream:
             self._no[at], self._cust[at], self._ts[at] = new_no, c, t
             self._status[at], self._prod[at], self._qty[at] = _PENDING, p, q
         cents = qty * self._prices[prod]
-        return Changes(self.prefix, seq, op, no, cust, ts, status, cents, prod, qty)
+        return Changes(
+            self.prefix, seq, op, no, cust, ts, status, cents, prod, qty, was_status, was_qty
+        )
 
     def _advance(self, slots: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
         """Move each order in ``slots`` one step along its lifecycle (in the ring)."""

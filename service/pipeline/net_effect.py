@@ -45,4 +45,4 @@ def net_effect(worker: int, changes: Changes, partitions: Sequence[int] | np.nda
     rev_parts = parts[::-1]
     uniq, idx = np.unique(rev_parts, return_index=True)
     checkpoints = dict(zip(uniq.tolist(), changes.seq[n - 1 - idx].tolist(), strict=True))
-    return Batch(worker, rows, checkpoints, changes.counts())
+    return Batch(worker, rows, checkpoints, changes.counts(), changes, parts)

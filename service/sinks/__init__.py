@@ -34,6 +34,10 @@ def make_sink(config: Config, observer: Observer | None = None) -> Sink:
         from .emulator import EmulatorSink
 
         return EmulatorSink(config, observer=observer)
+    if target == "kafka":
+        from .kafka import KafkaSink
+
+        return KafkaSink(config)
     if target == "null":
         from .null import NullSink
 
