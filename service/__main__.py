@@ -37,7 +37,11 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
     a("--events", help="stop after this many events of the stream [CDC_EVENTS]")
     a("--duration", help="stop after this many seconds [CDC_DURATION]")
-    a("--rate", help="events per second, 0 = as fast as possible [CDC_RATE]")
+    a(
+        "--rate",
+        help="events per second (the mean a --traffic profile multiplies), 0 = as fast as "
+        "possible [CDC_RATE]",
+    )
     a("--seed", help="stream seed [CDC_SEED]")
     a(
         "--traffic",
