@@ -51,7 +51,7 @@ FAILED_RUN = "CatalogException: a failed run, planted by the test"
 #: begins (20,000 events/s asked for 15 s), then a 45-s wave at 3,000, then 2,000. One
 #: worker with small batches absorbs less than the sale asks on most machines.
 TRAFFIC = ("--traffic", "flash-sale", "--rate", "2000", "--time-scale", "60")
-SLOW = ("--workers", "1", "--batch-size", "500")
+SLOW = ("--workers", "1", "--batch-size", "100")
 
 
 def _note(message: str) -> None:
@@ -149,7 +149,7 @@ def _caught_up_after_the_sale(port: int) -> bool:
     """The sale is over and the producer back on schedule (for the screenshot)."""
     live = json.loads(get(port, "/api/live")[1])
     traffic = live["traffic"] or {}
-    return traffic.get("target_per_s") == 3000 and traffic.get("behind_s", 1) < 0.1
+    return traffic.get("target_per_s", 20000) < 20000 and traffic.get("behind_s", 1) < 0.1
 
 
 def test_dashboard_shows_the_run_live_without_console_errors(
@@ -208,7 +208,7 @@ def test_dashboard_shows_the_run_live_without_console_errors(
 
         if os.environ.get("ECOMM_CDC_SCREENSHOT"):  # for docs/traffic.md: the sale, caught up
             wait_for(lambda: _caught_up_after_the_sale(port), timeout=300, every=0.5)
-            time.sleep(8)
+            time.sleep(15)  # the 5-s average comes down to the target
         shot = tmp_path / "dashboard.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
         if os.environ.get("ECOMM_CDC_SCREENSHOT"):  # for the README: docs/dashboard.png
