@@ -149,7 +149,7 @@ def _caught_up_after_the_sale(port: int) -> bool:
     """The sale is over and the producer back on schedule (for the screenshot)."""
     live = json.loads(get(port, "/api/live")[1])
     traffic = live["traffic"] or {}
-    return traffic.get("target_per_s", 20000) < 20000 and traffic.get("behind_s", 1) < 0.1
+    return bool(traffic.get("target_per_s", 20000) < 20000 and traffic.get("behind_s", 1) < 0.1)
 
 
 def test_dashboard_shows_the_run_live_without_console_errors(

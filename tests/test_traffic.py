@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import re
 import signal
 import time
 import urllib.request
@@ -23,12 +24,14 @@ import numpy as np
 import pytest
 
 from service.pipeline import traffic
+from service.pipeline.checkpoint import StreamMismatch, resolve
 from service.pipeline.events import Changes, Op
 from service.pipeline.generator import BLOCK, GeneratorSettings, OrderStream, StreamIdentity
 from service.pipeline.pace import CHUNK, Pace
 from service.pipeline.simclock import MONDAY, WEEK
+from service.sinks.base import StoredStream
 
-from .conftest import START_EPOCH, cli, spawn
+from .conftest import START_EPOCH, cli, config, spawn
 from .helpers import duckdb_checkpoints, duckdb_rows
 from .test_crash import kill_after_commits
 from .test_lifecycle import free_port, logs_of
@@ -240,16 +243,22 @@ def test_a_stored_stream_keeps_its_profile(tmp_path: Path) -> None:
     """Another profile or clock on a stored stream: refused, exit 2; none given: it resumes."""
     db = tmp_path / "p.duckdb"
     base = ("run", "--duckdb-path", str(db), "--start", MONDAY_0)
-    first = cli(*base, "--events", "3000", "--traffic", "flash-sale", "--rate", "50000", "--time-scale", "600")  # fmt: skip
+    shape = ("--traffic", "flash-sale", "--rate", "50000", "--time-scale", "600")
+    first = cli(*base, "--events", "3000", *shape)
     assert first.returncode == 0, first.stderr
+    refused = cli(*base, "--events", "6000", "--traffic", "diurnal")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "traffic flash-sale (stored) != diurnal (asked)" in refused.stderr, refused.stderr
+    # The other refusals, without a process each (the one above shows the exit code).
+    stored = StoredStream(json.dumps(shaped(FLASH, gap=600 / 50000).as_dict()), {})
+    start: dict[str, Any] = {"start": MONDAY_0}
+    resolve(config(traffic="flash-sale", rate=50000, time_scale=600, **start), stored)
     for other, says in (
-        (("--traffic", "diurnal"), "traffic flash-sale (stored) != diurnal (asked)"),
-        (("--traffic", "steady"), "traffic flash-sale (stored) != steady (asked)"),
-        (("--rate", "50000", "--time-scale", "60"), "mean_gap_seconds=0.012 (stored)"),
+        ({"traffic": "steady"}, "traffic flash-sale (stored) != steady (asked)"),
+        ({"rate": 50000, "time_scale": 60}, "mean_gap_seconds=0.012 (stored)"),
     ):
-        r = cli(*base, "--events", "6000", *other)
-        assert r.returncode == 2, r.stderr
-        assert len(r.stderr.strip().splitlines()) == 1 and says in r.stderr, r.stderr
+        with pytest.raises(StreamMismatch, match=re.escape(says)):
+            resolve(config(**start, **other), stored)
     again = cli(*base, "--events", "6000", "--rate", "100000")  # profile and clock: stored
     assert again.returncode == 0, again.stderr
     started = next(x for x in logs_of(again.stdout) if x["event"] == "service.started")
@@ -373,7 +382,7 @@ def test_a_restart_mid_sale_resumes_the_same_stream(tmp_path: Path) -> None:
     assert one.returncode == 0, one.stderr
     db = tmp_path / "restarted.duckdb"
     proc = spawn(*args, "--duckdb-path", str(db), env={"CDC_LOG_LEVEL": "debug"})
-    kill_after_commits(proc, 16)
+    kill_after_commits(proc, 28)
     assert proc.returncode == -signal.SIGKILL
     held = max(duckdb_checkpoints(db).values())
     assert 1000 < held < 30_000, f"killed at seq {held}: not during the sale"

@@ -53,6 +53,7 @@ class StreamMismatch(Exception):
 
 def resolve(config: Config, stored: StoredStream) -> StreamIdentity:
     """The identity this run writes, given what the target holds."""
+    config.check_run()  # the command line checked it already; a Service built in-process not
     s, explicit = config.settings, config.explicit
     old = json.loads(stored.identity) if stored.identity and not s.reset else None
 

@@ -57,6 +57,7 @@ class Pace:
         self._wall0: float | None = None
         self._sim0 = 0.0
         self._now: Callable[[], float] | None = None
+        self._ended = False
         name = self.clock.profile.name if self.clock.profile is not None else "steady"
         self.profile = name
 
@@ -72,6 +73,10 @@ class Pace:
         # From the last event handed out (the stream's start for a new one): a quiet
         # stretch ahead is waited for, not skipped.
         self._sim0 = self.clock.start if seq == 0 else self.clock.time_of(seq)
+
+    def finish(self) -> None:
+        """The producer has stopped: no target any more, and nothing is overdue."""
+        self._ended = True
 
     def reading(self) -> Reading | None:
         """The figures of the moment (None: the producer has not started)."""
@@ -97,8 +102,8 @@ class Pace:
         return self._wall0 + (self.clock.time_of(seq) - self._sim0) / self.scale
 
     def scheduled(self, now: float) -> float | None:
-        """The simulated time the schedule has reached (None: unpaced, or not begun)."""
-        if not self.paced or self._wall0 is None:
+        """The simulated time the schedule has reached (None: unpaced, not begun, ended)."""
+        if not self.paced or self._wall0 is None or self._ended:
             return None
         return self._sim0 + (now - self._wall0) * self.scale
 
@@ -109,7 +114,7 @@ class Pace:
 
     def behind(self, now: float) -> float:
         """Seconds the next event is overdue (0: on schedule, or unpaced)."""
-        if not self.paced or self._wall0 is None:
+        if not self.paced or self._wall0 is None or self._ended:
             return 0.0
         return max(0.0, now - self.due(self.stream.seq + 1))
 

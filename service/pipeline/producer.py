@@ -94,6 +94,7 @@ async def produce(
                 q.put_nowait(item)
         # Let the consumers and timers run even when no queue is full.
         await asyncio.sleep(0)
+    pace.finish()
     for q in queues:
         await q.put(None)
 
