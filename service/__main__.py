@@ -37,8 +37,21 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
     a("--events", help="stop after this many events of the stream [CDC_EVENTS]")
     a("--duration", help="stop after this many seconds [CDC_DURATION]")
-    a("--rate", help="events per second, 0 = as fast as possible [CDC_RATE]")
+    a(
+        "--rate",
+        help="events per second (the mean a --traffic profile multiplies), 0 = as fast as "
+        "possible [CDC_RATE]",
+    )
     a("--seed", help="stream seed [CDC_SEED]")
+    a(
+        "--traffic",
+        help="traffic profile: steady (default), diurnal, flash-sale, or a TOML file [CDC_TRAFFIC]",
+    )
+    a(
+        "--time-scale",
+        help="the simulated clock runs N times faster than the wall clock (default 1 "
+        "under a profile) [CDC_TIME_SCALE]",
+    )
     a("--start", help="simulated clock start, e.g. 2026-01-01T00:00:00 (UTC) [CDC_START]")
     a("--workers", help="consumer coroutines (default 4) [CDC_WORKERS]")
     a("--batch-size", help="events per batch at most (default 5000) [CDC_BATCH_SIZE]")
@@ -342,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(ns)
     try:
         config = load(_flags(ns))
+        if ns.command == "run":
+            config.check_run()
     except ConfigError as exc:
         return _fail(EXIT_CONFIG, str(exc))
     if ns.command == "run":

@@ -33,9 +33,11 @@ from .pipeline import checkpoint, resume
 from .pipeline.checkpoint import resolve
 from .pipeline.consumers import consume
 from .pipeline.generator import OrderStream, StreamIdentity
+from .pipeline.pace import Pace, Reading
 from .pipeline.producer import produce
 from .pipeline.queue import EventQueue
 from .pipeline.router import Router
+from .pipeline.simclock import iso
 from .sinks import make_sink
 from .sinks.base import Fenced, Sink, SinkError
 from .warehouse import layers, scheduler
@@ -116,6 +118,7 @@ class Service:
         self.identity: StreamIdentity | None = None
         self.stream: OrderStream | None = None
         self.snapshots: resume.SnapshotWriter | None = None
+        self.pace: Pace | None = None
         self.queues: list[EventQueue] = []
         self._background = dict(background or {})
         self._stopping = asyncio.Event()
@@ -124,7 +127,10 @@ class Service:
         self._checkpoints: dict[int, int] = {}
         self.stop_reason: str | None = None
         self.http: HttpServer | None = None
-        self.watch = Watch(self.sink, self.settings, self.stats, self.metrics, self.queue_depth)
+        self.watch = Watch(
+            self.sink, self.settings, self.stats, self.metrics, self.queue_depth, self.traffic
+        )
+        self.metrics.follow(self.traffic)
 
     # -- signals -------------------------------------------------------------
 
@@ -215,6 +221,8 @@ class Service:
             events=s.events,
             duration=s.duration,
             rate=s.rate,
+            # Simulated seconds per wall second (the profile's, or steady's 0.5 s per event).
+            time_scale=round(s.rate * identity.generator.mean_gap_seconds, 6) if s.rate else None,
         )
         # Where the producer starts: the newest snapshot every partition has passed.
         self.stream = await resume.resume(sink, identity, claim.checkpoints, s.events)
@@ -242,6 +250,7 @@ class Service:
             stream = self.stream
             assert stream is not None  # open() resumed it
             self.snapshots = resume.writer_for(self.sink, identity, self.metrics)
+            self.pace = Pace(stream, s.rate)
             router = Router(identity.partitions, s.workers, self._checkpoints)
             per_worker = max(1, s.queue_size // s.workers)
             self.queues = [EventQueue(per_worker) for _ in range(s.workers)]
@@ -369,6 +378,7 @@ class Service:
                         duration=s.duration,
                         rate=s.rate,
                         snapshots=self.snapshots,
+                        pace=self.pace,
                     ),
                 ),
                 name="producer",
@@ -403,6 +413,10 @@ class Service:
     def queue_depth(self) -> int:
         return sum(q.qsize() for q in self.queues)
 
+    def traffic(self) -> Reading | None:
+        """Where the run is on its traffic profile (None: the producer has not started)."""
+        return None if self.pace is None else self.pace.reading()
+
     async def _report(self) -> None:
         """A throughput line every few seconds."""
         last_applied, last_t = 0, self.stats.elapsed()
@@ -417,8 +431,21 @@ class Service:
                 applied=applied,
                 queue_depth=self.queue_depth(),
                 producer_blocked_s=round(self.stats.blocked_seconds, 3),
+                **self._traffic_fields(),
             )
             last_applied, last_t = applied, now
+
+    def _traffic_fields(self) -> dict[str, object]:
+        """The profile's figures for the throughput line (none for steady, unpaced)."""
+        now = self.traffic()
+        if now is None or (now.profile == "steady" and now.target is None):
+            return {}
+        fields: dict[str, object] = {"traffic": now.profile}
+        if now.target is not None:
+            fields |= {"target_per_s": round(now.target), "behind_s": round(now.behind, 2)}
+        if now.simulated is not None:
+            fields["simulated_at"] = iso(now.simulated)
+        return fields
 
     def _summary(self) -> None:
         st = self.stats

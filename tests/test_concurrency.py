@@ -12,7 +12,7 @@ import psutil
 
 from service.pipeline.events import Batch, Op
 from service.pipeline.generator import replay
-from service.pipeline.producer import CHUNK
+from service.pipeline.pace import CHUNK
 from service.pipeline.router import partition_of, worker_of
 from service.runner import Service
 from service.sinks.null import NullSink

@@ -9,6 +9,7 @@ apt-get, no package mirror) the test is skipped and says why.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -27,8 +28,8 @@ from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from .conftest import START, cli, spawn
-from .test_lifecycle import applied, free_port, wait_for
+from .conftest import cli, spawn
+from .test_lifecycle import applied, free_port, get, wait_for
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -46,6 +47,11 @@ FLAGS = [
 ]
 NO_FIGURE = ("", "\u2013")  # the page's dash for "no figure yet"
 FAILED_RUN = "CatalogException: a failed run, planted by the test"
+#: A flash sale, a simulated minute per second: the first run ends as the noon sale
+#: begins (20,000 events/s asked for 15 s), then a 45-s wave at 3,000, then 2,000. One
+#: worker with small batches absorbs less than the sale asks on most machines.
+TRAFFIC = ("--traffic", "flash-sale", "--rate", "2000", "--time-scale", "60")
+SLOW = ("--workers", "1", "--batch-size", "100")
 
 
 def _note(message: str) -> None:
@@ -139,18 +145,27 @@ def _page_months(driver: webdriver.Chrome) -> list[str]:
     return [str(r.get_attribute("data-month")) for r in rows]
 
 
+def _caught_up_after_the_sale(port: int) -> bool:
+    """The sale is over and the producer back on schedule (for the screenshot)."""
+    live = json.loads(get(port, "/api/live")[1])
+    traffic = live["traffic"] or {}
+    return bool(traffic.get("target_per_s", 20000) < 20000 and traffic.get("behind_s", 1) < 0.1)
+
+
 def test_dashboard_shows_the_run_live_without_console_errors(
     browser: webdriver.Chrome, tmp_path: Path
 ) -> None:
-    """During a run `/` shows report's months, live events/s, failures; no console errors."""
+    """During a flash sale `/` shows report's months, live events/s beside the profile's
+    target, the queue, failures; no console errors."""
     db, port = tmp_path / "dash.duckdb", free_port()
     first = cli(
-        "run", "--events", "5000", "--seed", "7", "--start", START, "--duckdb-path", str(db)
-    )
+        "run", "--events", "5000", "--seed", "7", "--start", "2026-01-05T11:59:00",
+        "--duckdb-path", str(db), *TRAFFIC,
+    )  # fmt: skip
     assert first.returncode == 0, first.stderr
     _plant_a_failed_run(db)
     proc = spawn(
-        "run", "--duckdb-path", str(db), "--rate", "2000",
+        "run", "--duckdb-path", str(db), *TRAFFIC, *SLOW,
         env={"CDC_HTTP_PORT": str(port), "CDC_REFRESH_INTERVAL": "2"},
     )  # fmt: skip
     try:
@@ -166,6 +181,13 @@ def test_dashboard_shows_the_run_live_without_console_errors(
         wait.until(lambda _: figure.text != looks[0])  # it updates itself
         looks.append(figure.text)
         assert looks[0] != looks[1] and all(re.fullmatch(r"[\d,]+", x) for x in looks), looks
+        # The profile: its target rate now (the sale: 10 x 2,000; on a slow machine, its
+        # wave: 1.5 x 2,000) and the simulated clock.
+        target = browser.find_element(By.ID, "target-per-s").text
+        assert target in ("20,000 (\u00d710)", "3,000 (\u00d71.5)"), target
+        tag = browser.find_element(By.ID, "traffic").text
+        when = r"simulated 2026-01-05 12:\d\d"
+        assert re.fullmatch(rf"traffic: flash-sale \u00b7 \u00d760 \u00b7 {when}", tag), tag
 
         # The page shows orders_aggregated as the service last read it: compare with
         # `report` until both have read the same refresh.
@@ -177,14 +199,16 @@ def test_dashboard_shows_the_run_live_without_console_errors(
         assert months and shown == months, (shown, months)
         bars = browser.find_elements(By.CSS_SELECTOR, "#month-chart rect.bar")
         assert len(bars) == len(months)
-        for tile in ("queue-depth", "apply-ms", "since-commit", "since-refresh"):
+        for tile in ("queue-depth", "apply-ms", "since-commit", "since-refresh", "behind"):
             assert browser.find_element(By.ID, tile).text not in NO_FIGURE, tile
         failed = browser.find_elements(By.CSS_SELECTOR, "#tasks tr.failed")
         assert failed and FAILED_RUN in failed[0].text
-        assert browser.find_elements(By.CSS_SELECTOR, "#rate-chart polyline.insert")
+        for line in ("insert", "applied", "target"):
+            assert browser.find_elements(By.CSS_SELECTOR, f"#rate-chart polyline.{line}"), line
 
-        if os.environ.get("ECOMM_CDC_SCREENSHOT"):  # for the README: a minute of series
-            time.sleep(50)
+        if os.environ.get("ECOMM_CDC_SCREENSHOT"):  # for docs/traffic.md: the sale, caught up
+            wait_for(lambda: _caught_up_after_the_sale(port), timeout=300, every=0.5)
+            time.sleep(15)  # the 5-s average comes down to the target
         shot = tmp_path / "dashboard.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
         if os.environ.get("ECOMM_CDC_SCREENSHOT"):  # for the README: docs/dashboard.png

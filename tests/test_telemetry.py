@@ -38,8 +38,9 @@ def test_the_ring_is_bounded() -> None:
     stats, metrics, ring = Stats(), Metrics(), Telemetry(capacity=50)
     for t in range(10_000):
         _commit(stats, metrics, 10, 0, 0.001)
-        ring.sample(stats, metrics, queue=t, now=float(t))
+        ring.sample(stats, metrics, queue=t, now=float(t), target=t / 2)
     assert len(ring.samples) == 50
     series = ring.series()
     assert len(series["at"]) == 50 and series["queue"][-1] == 9_999
-    assert set(series) == {"at", "insert", "update", "delete", "queue", "apply_ms"}
+    assert set(series) == {"at", "insert", "update", "delete", "queue", "apply_ms", "target"}
+    assert series["target"][-1] == 4_999.5  # the traffic profile's target of the moment

@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from ..pipeline import traffic
+from ..pipeline.traffic import Profile
 from .errors import ConfigError
 from .kafka import BOOTSTRAP, DEFAULT_TOPIC, TOPIC, check_kafka
 from .snowflake import (
@@ -78,6 +80,7 @@ MAX_EVENTS = 10**15
 MAX_SEED = 2**63 - 1
 MAX_RATE = 1e9
 MAX_SECONDS = 10**9
+MAX_TIME_SCALE = 1e7
 
 
 class Settings(BaseModel):
@@ -102,6 +105,18 @@ class Settings(BaseModel):
     )
     seed: int | None = Field(
         None, ge=0, le=MAX_SEED, description="stream seed (default 42, or the stored stream's)"
+    )
+    traffic: str | None = Field(
+        None,
+        description="traffic profile: steady, diurnal, flash-sale, or a TOML file (default "
+        "steady, or the stored stream's); part of the stream's identity",
+    )
+    time_scale: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_TIME_SCALE,
+        description="the simulated clock runs this many times faster than the wall clock "
+        "(default 1 under a profile; part of the stream's identity, as --time-scale / --rate)",
     )
     start: dt.datetime | None = Field(
         None,
@@ -309,6 +324,34 @@ class Config(BaseModel):
     explicit: frozenset[str]
     #: The subset of ``explicit`` given as flags (to name the culprit as the user wrote it).
     flags: frozenset[str] = frozenset()
+
+    def traffic_profile(self) -> Profile | None:
+        """The profile ``--traffic`` names (None: steady, or not given); a bad one is a
+        ConfigError naming the flag, the file and the key."""
+        spec = self.settings.traffic
+        if spec is None:
+            return None
+        name = self.name_of("traffic")
+        try:
+            return traffic.load(spec)
+        except FileNotFoundError:
+            builtins = ", ".join((traffic.STEADY, *traffic.BUILT_IN))
+            raise ConfigError(
+                name, f"no built-in profile or file {spec!r} (built-in: {builtins})"
+            ) from None
+        except traffic.ProfileError as exc:
+            raise ConfigError(name, f"{spec}: {exc}") from None
+
+    def check_run(self) -> None:
+        """What only ``run`` reads, checked before anything is opened: the profile, and
+        that a time scale has a rate to scale (other commands ignore both)."""
+        self.traffic_profile()
+        s = self.settings
+        if s.time_scale is not None and s.rate == 0:
+            raise ConfigError(
+                self.name_of("time_scale"),
+                "needs a --rate above 0 (as fast as possible has no wall clock to scale)",
+            )
 
     def name_of(self, field: str) -> str:
         """How the user set ``field``: ``--duckdb-path`` or ``CDC_DUCKDB_PATH``."""

@@ -36,10 +36,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import clock
-from ..config import Config
+from ..config import LAST_ORDER_DATE, Config, ConfigError
 from ..sinks.base import Claim, Fenced, Holder, SinkError, SqlSession, StoredStream, transaction
 from .events import order_prefix
 from .generator import GENERATOR_VERSION, GeneratorSettings, StreamIdentity
+from .traffic import Profile
 
 __all__ = ["Claim", "Fenced", "Holder", "StreamMismatch", "resolve"]
 
@@ -52,6 +53,7 @@ class StreamMismatch(Exception):
 
 def resolve(config: Config, stored: StoredStream) -> StreamIdentity:
     """The identity this run writes, given what the target holds."""
+    config.check_run()  # the command line checked it already; a Service built in-process not
     s, explicit = config.settings, config.explicit
     old = json.loads(stored.identity) if stored.identity and not s.reset else None
 
@@ -60,6 +62,7 @@ def resolve(config: Config, stored: StoredStream) -> StreamIdentity:
             return given if field in explicit else default
         return old[field]
 
+    profile, generator = _shape(config, old)
     start_default = clock.to_epoch(clock.utc_now())
     start = int(s.start.timestamp()) if s.start is not None else start_default
     identity = StreamIdentity(
@@ -67,16 +70,55 @@ def resolve(config: Config, stored: StoredStream) -> StreamIdentity:
         start=int(pick("start", start, start_default)),  # type: ignore[call-overload]
         shard=s.shard,
         partitions=int(pick("partitions", s.partitions, s.partitions)),  # type: ignore[call-overload]
-        generator=GeneratorSettings(),
+        generator=generator,
+        traffic=profile,
     )
     if old is not None and old != identity.as_dict():
         raise StreamMismatch(_difference(old, identity.as_dict()))
+    _fits(config, identity)
     return identity
 
 
-def _difference(old: dict[str, object], new: dict[str, object]) -> str:
+def _shape(config: Config, old: dict[str, Any] | None) -> tuple[Profile | None, GeneratorSettings]:
+    """The traffic profile and the simulated seconds per event (``--time-scale / --rate``),
+    from the flags, else from the stored stream, else the defaults: a profile runs in real
+    time; without one the clock keeps its 0.5 s per event of before profiles existed."""
+    s, explicit = config.settings, config.explicit
+    if "traffic" in explicit or old is None:
+        profile = config.traffic_profile()
+    else:
+        profile = None if old.get("traffic") is None else Profile.from_dict(old["traffic"])
+    default = GeneratorSettings()
+    if s.time_scale is not None and "time_scale" in explicit:
+        gap = s.time_scale / s.rate  # check_run: a time scale comes with a rate
+    elif old is not None:
+        gap = float(old["generator"]["mean_gap_seconds"])
+    elif profile is not None and s.rate > 0:
+        gap = 1.0 / s.rate
+    else:
+        gap = default.mean_gap_seconds
+    backdate = default.backdate_days if profile is None else profile.backdate_days
+    return profile, GeneratorSettings(mean_gap_seconds=gap, backdate_days=backdate)
+
+
+def _fits(config: Config, identity: StreamIdentity) -> None:
+    """A bounded stream under a profile or a time scale must end before year 9999 (the
+    settings check the default clock alone)."""
+    events = config.settings.events
+    if events is None or identity.generator == GeneratorSettings():
+        return
+    end = identity.clock().time_of(events)
+    if end > LAST_ORDER_DATE.timestamp():
+        raise ConfigError(
+            config.name_of("events"),
+            f"{events} events of this stream would date orders after {LAST_ORDER_DATE:%Y} "
+            "(simulated time runs at --time-scale / --rate seconds per event): stop sooner",
+        )
+
+
+def _difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     diffs = []
-    for key in ("version", "seed", "start", "partitions", "generator"):
+    for key in ("version", "seed", "start", "partitions", "generator", "traffic"):
         if old.get(key) != new.get(key):
             a, b = old.get(key), new.get(key)
             if key == "start":
@@ -84,12 +126,28 @@ def _difference(old: dict[str, object], new: dict[str, object]) -> str:
             if key == "version":
                 a = f"generator v{a}"
                 b = f"generator v{GENERATOR_VERSION}"
+            if key == "generator" and isinstance(a, dict) and isinstance(b, dict):
+                # mean_gap_seconds: the simulated clock (--time-scale / --rate)
+                stored, asked = a, b
+                a, b = _fields(stored, asked), _fields(asked, stored)
+            if key == "traffic":
+                a, b = _profile_name(a), _profile_name(b)
+                if a == b:
+                    a, b = f"{a} as stored", f"{b} as given now"
             diffs.append(f"{key} {a} (stored) != {b} (asked)")
     return (
         f"the target already holds another stream for shard {new['shard']!r}: "
         + "; ".join(diffs)
         + ". Run with the stored settings to resume it, or add --reset to drop it and start this one"
     )
+
+
+def _fields(a: dict[str, Any], b: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in a.items() if b.get(k) != v)
+
+
+def _profile_name(d: object) -> str:
+    return str(d["name"]) if isinstance(d, dict) else "steady"
 
 
 # -- the state in the target -----------------------------------------------------------

@@ -35,6 +35,8 @@ import numpy as np
 
 from .events import STATUSES, Changes, Event, Op, Row, Status, order_prefix
 from .router import checkpoint_array, partitions_of
+from .simclock import Clock
+from .traffic import Profile
 
 #: Bump when a change would alter the stream for the same settings.
 GENERATOR_VERSION = 2
@@ -67,9 +69,12 @@ class StreamIdentity:
     shard: str
     partitions: int
     generator: GeneratorSettings
+    #: The traffic profile (None: ``steady``, which the identity does not mention, so a
+    #: stream from before profiles existed keeps its identity byte for byte).
+    traffic: Profile | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        d: dict[str, object] = {
             "version": GENERATOR_VERSION,
             "seed": self.seed,
             "start": self.start,
@@ -77,6 +82,9 @@ class StreamIdentity:
             "partitions": self.partitions,
             "generator": self.generator.as_dict(),
         }
+        if self.traffic is not None:
+            d["traffic"] = self.traffic.as_dict()
+        return d
 
     @classmethod
     def from_json(cls, text: str) -> StreamIdentity:
@@ -93,11 +101,19 @@ class StreamIdentity:
             str(d["shard"]),
             int(d["partitions"]),
             GeneratorSettings(**d["generator"]),
+            None if d.get("traffic") is None else Profile.from_dict(d["traffic"]),
         )
 
     def describe(self) -> str:
         start = dt.datetime.fromtimestamp(self.start, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"seed={self.seed} start={start} shard={self.shard!r}"
+        text = f"seed={self.seed} start={start} shard={self.shard!r}"
+        return text if self.traffic is None else f"{text} traffic={self.traffic.name}"
+
+    def clock(self) -> Clock:
+        """The stream's simulated clock (when each event happens, and the mix then)."""
+        g = self.generator
+        ratios = (g.insert_ratio, g.update_ratio, g.delete_ratio)
+        return Clock(self.start, g.mean_gap_seconds, self.traffic, ratios)
 
     def digest(self) -> str:
         """A short, stable name of the identity (it includes the generator's version)."""
@@ -163,6 +179,8 @@ class OrderStream:
         self._backdate = g.backdate_days * 86_400
         self._gap = g.mean_gap_seconds
         self._start = identity.start
+        #: When each event happens (simulated), and under a profile the mix at that moment.
+        self.clock = identity.clock()
 
     @property
     def seq(self) -> int:
@@ -269,10 +287,18 @@ class OrderStream:
         # Updates and deletes: each picks a different order in flight. While
         # the ring holds fewer orders than the block wants, the rest are inserts.
         occupied = np.flatnonzero(self._no)
-        touch = np.flatnonzero(u[:, 0] >= self._p_insert)[: len(occupied)]
+        when: np.ndarray | None = None
+        p_insert: np.ndarray | float = self._p_insert
+        p_update: np.ndarray | float = self._p_update
+        if self.clock.shaped:  # the profile's mix at each event's moment
+            when = self.clock.times(seq)
+            p_insert, p_update = self.clock.thresholds(when)
+        touch = np.flatnonzero(u[:, 0] >= p_insert)[: len(occupied)]
         if len(touch):
             slots = self._rng.choice(occupied, size=len(touch), replace=False)
-            gone = u[touch, 0] >= self._p_update  # a purged test or fraud order
+            if isinstance(p_update, np.ndarray):
+                p_update = p_update[touch]
+            gone = u[touch, 0] >= p_update  # a purged test or fraud order
             op[touch] = np.where(gone, _DELETE, _UPDATE)
             no[touch], cust[touch], ts[touch] = self._no[slots], self._cust[slots], self._ts[slots]
             prod[touch] = self._prod[slots]
@@ -292,7 +318,11 @@ class OrderStream:
             c = np.searchsorted(self._customer_cum, u[ins, 3] * self._customer_cum[-1])
             p = np.searchsorted(self._product_cum, u[ins, 4] * self._product_cum[-1])
             q = np.searchsorted(self._qty_cum, u[ins, 5] * self._qty_cum[-1]) + 1
-            t = (self._start + seq[ins] * self._gap - u[ins, 6] * self._backdate).astype(np.int64)
+            if when is None:
+                t = self._start + seq[ins] * self._gap - u[ins, 6] * self._backdate
+            else:
+                t = when[ins] - u[ins, 6] * self._backdate
+            t = t.astype(np.int64)
             no[ins], cust[ins], ts[ins], prod[ins], qty[ins] = new_no, c, t, p, q
             status[ins] = was_status[ins] = _PENDING
             was_qty[ins] = q

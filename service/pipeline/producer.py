@@ -1,8 +1,9 @@
-"""The producer coroutine: generate, throttle, route, and wait on a full queue.
+"""The producer coroutine: generate, pace, route, and wait on a full queue.
 
 Waiting is the backpressure: the producer never drops an event, and the
 queues never hold more than ``--queue-size`` events (plus one chunk), so memory
 does not grow with the length of the run. The time spent waiting is counted.
+The pace (``--rate``, shaped by the traffic profile) is :mod:`pace`'s.
 """
 
 from __future__ import annotations
@@ -10,34 +11,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from asyncio_throttle import Throttler  # type: ignore[attr-defined]
-
 from .. import logs
 from ..watch.metrics import Metrics, Stats
 from .events import Chunk, Op
 from .generator import BLOCK, OrderStream
+from .pace import Pace
 from .queue import EventQueue
 from .resume import SnapshotWriter
 from .router import Router
 
 log = logs.get("producer")
 
-#: Events generated per step when unthrottled. Big enough to amortise the
-#: hand-over, small enough to keep the loop responsive (about 2-5 ms of work).
-CHUNK = 1024
-
-
 #: Events drawn per step when fast-forwarding on resume (~20 ms of work).
 FAST_FORWARD_CHUNK = 16_384
 #: A fast-forward at least this long ends with a snapshot where it stops.
 SNAPSHOT_AFTER_FAST_FORWARD = 64 * BLOCK
-
-
-def chunk_size(rate: float) -> int:
-    """About 50 steps a second when throttled, so the rate is smooth."""
-    if rate <= 0:
-        return CHUNK
-    return max(1, min(CHUNK, int(rate // 50)))
 
 
 async def produce(
@@ -52,31 +40,32 @@ async def produce(
     duration: float | None = None,
     rate: float = 0.0,
     snapshots: SnapshotWriter | None = None,
+    pace: Pace | None = None,
 ) -> None:
     """Run until ``events`` are generated, ``duration`` has passed, or ``stopping`` is set.
 
     ``stream`` may continue from a snapshot (every partition holds its events). Every
     so often ``snapshots`` copies the stream's state, to be saved off the event loop.
+    ``pace`` (default: ``rate`` on the stream's clock) says when each event is due.
     Ends by putting the end-of-stream marker on every queue.
     """
     loop = asyncio.get_running_loop()
     deadline = None if duration is None else loop.time() + duration
-    size = chunk_size(rate)
-    throttle = None
-    if rate > 0:
-        # Short periods keep bursts small: at most ~0.1 s worth of events at once.
-        period = max(0.1, size / rate)
-        throttle = Throttler(rate_limit=rate * period / size, period=period)  # type: ignore[arg-type]
+    pace = pace or Pace(stream, rate)
     workers = len(queues)
     await _fast_forward(stream, router, stopping, stats, events, snapshots)
+    pace.begin(loop.time(), loop.time)
     while not stopping.is_set():
-        n = size if events is None else min(size, events - stream.seq)
-        if n <= 0 or (deadline is not None and loop.time() >= deadline):
+        now = loop.time()
+        n = pace.step(now)
+        if events is not None:
+            n = min(n, events - stream.seq)
+        if n <= 0 or (deadline is not None and now >= deadline):
             break
         if snapshots is not None:
             n = snapshots.step(stream.seq, n)
-        if throttle is not None:
-            await throttle.acquire()  # type: ignore[no-untyped-call]
+        if not await pace.wait(stream.seq + n, stopping, deadline):
+            continue  # a stop, the deadline, or an early wake: look again
         skipped = router.skipped
         changes = stream.take_changes(n)
         if snapshots is not None:
@@ -105,6 +94,7 @@ async def produce(
                 q.put_nowait(item)
         # Let the consumers and timers run even when no queue is full.
         await asyncio.sleep(0)
+    pace.finish()
     for q in queues:
         await q.put(None)
 

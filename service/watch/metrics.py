@@ -7,12 +7,17 @@ stays free of bookkeeping.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..pipeline.events import Batch, Op
 from ..retry import Phase
+
+if TYPE_CHECKING:
+    from ..pipeline.pace import Reading
 
 OPS = (Op.INSERT, Op.UPDATE, Op.DELETE)
 
@@ -103,6 +108,28 @@ class Metrics:
             "at most from the newest one every partition has passed)",
             registry=r,
         )
+        self.target_rate = Gauge(
+            "cdc_traffic_target_events_per_second",
+            "Events per second the traffic profile asks for now: --rate times the profile's "
+            "multiplier at the simulated clock (0: as fast as possible)",
+            registry=r,
+        )
+        self.multiplier = Gauge(
+            "cdc_traffic_multiplier",
+            "The traffic profile's multiplier of --rate at the simulated clock (1: steady)",
+            registry=r,
+        )
+        self.simulated = Gauge(
+            "cdc_simulated_clock_seconds",
+            "Simulated time (Unix seconds) of the newest event generated",
+            registry=r,
+        )
+        self.behind = Gauge(
+            "cdc_producer_behind_seconds",
+            "Seconds the producer is behind the traffic profile's schedule (it waited on a full "
+            "queue and catches up as fast as the queues take events)",
+            registry=r,
+        )
         #: Plain sums of the apply times, for the dashboard's mean apply time (telemetry.py).
         self.apply_seconds = 0.0
         self.apply_batches = 0
@@ -114,6 +141,22 @@ class Metrics:
             self.snapshots.labels(outcome=outcome)
         for phase in Phase:  # every series shows from the start, at 0
             self.retries.labels(phase=str(phase))
+
+    def follow(self, reading: Callable[[], Reading | None]) -> None:
+        """The traffic gauges read ``reading()`` when scraped (never stale mid-wait)."""
+
+        def reader(pick: Callable[[Reading], float | None]) -> Callable[[], float]:
+            def value() -> float:
+                now = reading()
+                got = None if now is None else pick(now)
+                return 0.0 if got is None else got
+
+            return value
+
+        self.target_rate.set_function(reader(lambda r: r.target))
+        self.multiplier.set_function(reader(lambda r: r.multiplier))
+        self.simulated.set_function(reader(lambda r: r.simulated))
+        self.behind.set_function(reader(lambda r: r.behind))
 
     def count_generated(self, counts: dict[Op, int]) -> None:
         for op, n in counts.items():

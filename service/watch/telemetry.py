@@ -3,7 +3,8 @@
 Once a second a task started by the runner takes one :class:`Sample` from
 :class:`~service.watch.metrics.Stats` and :class:`~service.watch.metrics.Metrics`: events
 applied per second by operation, the queue depth, the mean batch apply time,
-and the seconds since the last commit. Rates and the mean are taken over the
+the seconds since the last commit, and the traffic profile's target rate of the
+moment (none when the run goes as fast as possible). Rates and the mean are taken over the
 last ``SMOOTH`` seconds: workers commit about once per flush interval, a
 little more than a second apart, so a one-second window would now and then
 catch no commit at all and show a false drop to zero. The ring keeps the last
@@ -36,6 +37,7 @@ class Sample:
     queue: int
     apply_ms: float | None  # mean apply time of the batches committed in those seconds
     since_commit: float | None  # seconds since the last commit (None: none yet)
+    target: float | None = None  # events per second the traffic profile asks for (None: unpaced)
 
     @property
     def events(self) -> float:
@@ -50,7 +52,14 @@ class Telemetry:
         #: The counters at the last ``smooth`` samples: a rate is taken from the oldest.
         self._counters: deque[tuple[float, tuple[int, ...], float, int]] = deque(maxlen=smooth)
 
-    def sample(self, stats: Stats, metrics: Metrics, queue: int, now: float | None = None) -> None:
+    def sample(
+        self,
+        stats: Stats,
+        metrics: Metrics,
+        queue: int,
+        now: float | None = None,
+        target: float | None = None,
+    ) -> None:
         mono = time.monotonic() if now is None else now
         applied = tuple(stats.applied[op] for op in OPS)
         seconds, batches = metrics.apply_seconds, metrics.apply_batches
@@ -61,7 +70,7 @@ class Telemetry:
             ins, upd, dele = ((a - b) / dt for a, b in zip(applied, before, strict=True))
             apply_ms = (seconds - s0) / (batches - b0) * 1000 if batches > b0 else None
             wall = time.time() - (time.monotonic() - mono)
-            self.samples.append(Sample(wall, ins, upd, dele, queue, apply_ms, since))
+            self.samples.append(Sample(wall, ins, upd, dele, queue, apply_ms, since, target))
         self._counters.append((mono, applied, seconds, batches))
 
     def latest(self) -> Sample | None:
@@ -77,6 +86,7 @@ class Telemetry:
             "delete": [round(s.deletes, 1) for s in picked],
             "queue": [s.queue for s in picked],
             "apply_ms": [None if s.apply_ms is None else round(s.apply_ms, 2) for s in picked],
+            "target": [None if s.target is None else round(s.target, 1) for s in picked],
         }
 
 
@@ -86,8 +96,9 @@ async def run(
     metrics: Metrics,
     queue_depth: Callable[[], int],
     every: float = EVERY,
+    target: Callable[[], float | None] = lambda: None,
 ) -> None:
     """Sample every ``every`` seconds until cancelled."""
     while True:
-        telemetry.sample(stats, metrics, queue_depth())
+        telemetry.sample(stats, metrics, queue_depth(), target=target())
         await asyncio.sleep(every)

@@ -3,7 +3,8 @@
 :class:`Watch` is started by the runner once the target is open and stopped
 before it closes. It owns
 
-- the per-second :mod:`telemetry` ring and the task that samples it;
+- the per-second :mod:`telemetry` ring and the task that samples it (with the
+  traffic profile's target rate, read from the producer's pace);
 - :class:`WarehouseView`: ``orders_aggregated`` and the task history, read
   through a session of the service's own at the refresh cadence (after each
   local refresh, and every ``CDC_REFRESH_INTERVAL`` seconds in any case), so a
@@ -24,13 +25,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import logs
 from ..config import Settings
+from ..pipeline.simclock import iso
 from ..sinks.base import Sink, SinkError, SqlSession, Warehouse
 from . import discovery, reads, telemetry
 from .metrics import Metrics, Stats
+
+if TYPE_CHECKING:
+    from ..pipeline.pace import Reading
 
 log = logs.get("watch")
 
@@ -56,10 +61,12 @@ class Watch:
         stats: Stats,
         metrics: Metrics,
         queue_depth: Callable[[], int],
+        traffic: Callable[[], Reading | None] = lambda: None,
     ) -> None:
         self.sink, self.settings = sink, settings
         self.stats, self.metrics = stats, metrics
         self.queue_depth = queue_depth
+        self.traffic = traffic
         self.telemetry = telemetry.Telemetry()
         self.view = WarehouseView(self, settings.refresh_interval)
         self._executor: ThreadPoolExecutor | None = None
@@ -75,7 +82,9 @@ class Watch:
         )
         s, m = self.stats, self.metrics
         self._tasks = [
-            asyncio.ensure_future(telemetry.run(self.telemetry, s, m, self.queue_depth)),
+            asyncio.ensure_future(
+                telemetry.run(self.telemetry, s, m, self.queue_depth, target=self._target)
+            ),
             asyncio.ensure_future(self.view.run()),
         ]
         if duckdb_path is not None:
@@ -147,6 +156,10 @@ class Watch:
                 with contextlib.suppress(Exception):
                     session.close()
 
+    def _target(self) -> float | None:
+        now = self.traffic()
+        return None if now is None else now.target
+
     def live(self) -> dict[str, Any]:
         """What ``/api/live`` sends: the series and the figures of the moment."""
         st = self.stats
@@ -166,8 +179,24 @@ class Watch:
             "generated_total": st.generated_total,
             "batches": st.batches,
             "uptime_s": round(st.elapsed(), 1),
+            "traffic": _traffic(self.traffic()),
             "series": self.telemetry.series(),
         }
+
+
+def _traffic(now: Reading | None) -> dict[str, Any] | None:
+    """The profile's figures of the moment, for ``/api/live``."""
+    if now is None:
+        return None
+    return {
+        "profile": now.profile,
+        "rate": now.rate,
+        "target_per_s": None if now.target is None else round(now.target, 1),
+        "multiplier": round(now.multiplier, 3),
+        "simulated_at": None if now.simulated is None else iso(now.simulated),
+        "behind_s": round(now.behind, 2),
+        "time_scale": None if now.scale is None else round(now.scale, 3),
+    }
 
 
 def _lower_priority() -> None:

@@ -187,12 +187,28 @@ function showLive(d) {
   text("since-commit", seconds(d.since_commit_s));
   text("since-refresh", seconds(d.since_refresh_s));
   text("applied-total", int.format(d.applied_total));
+  showTraffic(d.traffic);
   const s = d.series;
+  const applied = s.at.map((_, i) => s.insert[i] + s.update[i] + s.delete[i]);
   lineChart($("rate-chart"), s.at, [
+    { name: "target", values: s.target }, { name: "applied", values: applied },
     { name: "insert", values: s.insert }, { name: "update", values: s.update }, { name: "delete", values: s.delete },
   ]);
   lineChart($("queue-chart"), s.at, [{ name: "queue", values: s.queue }]);
   lineChart($("apply-chart"), s.at, [{ name: "apply", values: s.apply_ms }]);
+}
+
+// The traffic profile: its target rate now, how far behind the producer is, and the
+// simulated clock (service/pipeline/pace.py).
+function showTraffic(t) {
+  if (!t) { text("traffic", "traffic: –"); return; }
+  const scale = t.time_scale === null ? "as fast as possible" : "×" + axis.format(t.time_scale);
+  const when = t.simulated_at ? " · simulated " + t.simulated_at.replace("T", " ").slice(0, 16) : "";
+  text("traffic", "traffic: " + t.profile + " · " + scale + when);
+  $("traffic").className = "tag traffic";
+  text("target-per-s", t.target_per_s === null ? "–" : int.format(t.target_per_s) +
+    (t.multiplier === 1 ? "" : " (×" + axis.format(t.multiplier) + ")"));
+  text("behind", t.target_per_s === null ? "–" : seconds(t.behind_s));
 }
 
 function status(ok, label) {
