@@ -202,6 +202,10 @@ def test_task_history_honours_its_arguments_as_snowflake_does(history: DuckSessi
             "the SQL does not translate to DuckDB: UnsupportedError: Argument 'format'",
         ),
         ("SELECT (", "the SQL does not parse in Snowflake's dialect: ParseError"),
+        (
+            "SELECT * FROM cdc_task_history AT(OFFSET => -60)",
+            "the SQL does not translate to DuckDB: ParserException",
+        ),
     ],
 )
 def test_what_does_not_translate_is_named(history: DuckSession, sql: str, said: str) -> None:

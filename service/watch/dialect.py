@@ -64,7 +64,13 @@ _NAMES = {"snowflake": "Snowflake", "duckdb": "DuckDB"}
 
 
 class Unparsable(ConfigError):
-    """Text that does not parse in the dialect it was read in (exit 2)."""
+    """Text that does not parse in the dialect it was read in (exit 2); ``why``: the parser's
+    one line."""
+
+    def __init__(self, dialect: str, why: str) -> None:
+        name = _NAMES.get(dialect, dialect)
+        super().__init__("query", f"the SQL does not parse in {name}'s dialect: {why}")
+        self.why = why
 
 
 class Untranslatable(ConfigError):
@@ -81,8 +87,7 @@ def parse_query(sql: str, dialect: str) -> exp.Query:
             parsed = [e for e in sqlglot.parse(sql, read=dialect) if e is not None]
     except (sqlglot.errors.SqlglotError, ValueError) as exc:  # never a traceback, whatever
         # sqlglot raises on odd input
-        said = f"the SQL does not parse in {_NAMES.get(dialect, dialect)}'s dialect"
-        raise Unparsable("query", f"{said}: {logs.one_line(exc)}") from None
+        raise Unparsable(dialect, logs.one_line(exc)) from None
     if len(parsed) != 1:
         raise ConfigError("query", f"give exactly one statement (got {len(parsed)})")
     stmt = parsed[0]
@@ -98,15 +103,16 @@ def parse_query(sql: str, dialect: str) -> exp.Query:
     return stmt
 
 
-def for_target(sql: str, dialect: str, local: bool) -> str:
-    """What runs on the target for the user's ``sql`` (Snowflake's dialect).
+def for_target(sql: str, dialect: str, local: bool) -> tuple[str, bool]:
+    """What runs on the target for the user's ``sql`` (Snowflake's dialect), and whether it
+    is a translation (else the text as written).
 
     ``dialect`` is the session's; ``local`` says the service plays the task there
     (DuckDB, the emulator), so ``TASK_HISTORY`` reads ``cdc_task_history``.
     """
     if dialect == "snowflake" and not local:
         parse_query(sql, "snowflake")
-        return sql  # Snowflake itself: as written
+        return sql, False  # Snowflake itself: as written
     try:
         stmt = parse_query(sql, "snowflake")
     except Unparsable as refused:
@@ -116,16 +122,17 @@ def for_target(sql: str, dialect: str, local: bool) -> str:
             parse_query(sql, "duckdb")
         except Unparsable:
             raise refused from None  # Snowflake's dialect is the one documented
-        return sql
+        return sql, False
     where = "DuckDB" if dialect == "duckdb" else "the emulator"
     rewritten = _local_task_history(stmt, where)
     if dialect != "duckdb":  # fakesnow translates Snowflake's dialect itself
-        return rewritten.sql(dialect="snowflake") if rewritten is not stmt else sql
+        return (sql, False) if rewritten is stmt else (rewritten.sql(dialect="snowflake"), True)
     try:
         with sqlfiles.quiet_sqlglot():
-            return rewritten.sql(dialect="duckdb", unsupported_level=sqlglot.ErrorLevel.RAISE)
+            out = rewritten.sql(dialect="duckdb", unsupported_level=sqlglot.ErrorLevel.RAISE)
     except sqlglot.errors.SqlglotError as exc:
         raise Untranslatable(where, "the SQL", logs.one_line(exc)) from None
+    return out, True
 
 
 # -- INFORMATION_SCHEMA.TASK_HISTORY(...) where the service plays the task ---------------

@@ -66,24 +66,34 @@ def checked(session: SqlSession, sql: str, local: bool | None = None) -> str:
     ``local``: the service plays the refresh task on this target (default: on DuckDB).
     """
     local = session.dialect == "duckdb" if local is None else local
-    sql = dialects.for_target(sql, session.dialect, local)
-    read_only(sql, session.dialect)
-    con = duck_cursor(session)
-    if con is not None:
-        import duckdb
+    run, translated = dialects.for_target(sql, session.dialect, local)
+    try:
+        read_only(run, session.dialect)
+        con = duck_cursor(session)
+        if con is not None:
+            _one_select(con, run)
+    except dialects.Unparsable as exc:
+        if translated:  # Snowflake SQL that came out as something the target cannot read
+            where = "DuckDB" if session.dialect == "duckdb" else "the emulator"
+            raise dialects.Untranslatable(where, "the SQL", exc.why) from None
+        raise
+    return run
 
-        try:
-            found = con.extract_statements(sql)
-        except duckdb.Error as exc:
-            said = f"the SQL does not parse in DuckDB's dialect: {logs.one_line(exc)}"
-            raise ConfigError("query", said) from None
-        kinds = [s.type.name for s in found]
-        if kinds != ["SELECT"]:
-            raise ConfigError(
-                "query",
-                f"only a read-only query (SELECT, WITH, UNION) runs; got {', '.join(kinds)}",
-            )
-    return sql
+
+def _one_select(con: Any, sql: str) -> None:
+    """DuckDB's own parser: exactly one statement, of type SELECT."""
+    import duckdb
+
+    try:
+        found = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise dialects.Unparsable("duckdb", logs.one_line(exc)) from None
+    kinds = [s.type.name for s in found]
+    if kinds != ["SELECT"]:
+        raise ConfigError(
+            "query",
+            f"only a read-only query (SELECT, WITH, UNION) runs; got {', '.join(kinds)}",
+        )
 
 
 @contextlib.contextmanager
