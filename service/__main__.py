@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from . import logs, retry
 from .config import TARGETS, Config, ConfigError, load
+from .formats import FORMATS
 from .pipeline.checkpoint import StreamMismatch
 from .sinks.base import SinkError, TargetConfigError
 
@@ -101,6 +102,15 @@ def _add_target_flags(p: argparse.ArgumentParser) -> None:
     a("--connection", help="a connection name in the connector's connections.toml [CDC_CONNECTION]")
 
 
+def _add_format_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="table (default, in a terminal or not), csv (a header row) or json (an array of "
+        "objects): see docs/queries.md",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ecomm-cdc", description="Stream e-commerce order changes into Snowflake."
@@ -140,10 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("tasks", "print the refresh task's history"),
         ("verify", "check the target against the replay of its stream"),
     ):
-        _add_target_flags(sub.add_parser(name, help=text))
+        command = sub.add_parser(name, help=text)
+        _add_target_flags(command)
+        if name in ("report", "tasks"):
+            _add_format_flag(command)
     query = sub.add_parser("query", help="run a read-only query and print the result")
-    query.add_argument("sql", help="one SELECT statement")
+    query.add_argument("sql", help="one SELECT statement, in Snowflake's dialect on every target")
     _add_target_flags(query)
+    _add_format_flag(query)
     bench = sub.add_parser("bench", help="measure throughput and memory (prints figures)")
     bench.add_argument(
         "--snowflake",
@@ -193,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _flags(ns: argparse.Namespace) -> dict[str, Any]:
-    skip = {"command", "sql", "upgrade"}
+    skip = {"command", "sql", "upgrade", "format"}
     return {k: v for k, v in vars(ns).items() if k not in skip and v is not None}
 
 
@@ -370,6 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_CONFIG, str(exc))
     except SinkError as exc:
         return _fail(EXIT_RUNTIME, str(exc))
+    except BrokenPipeError:  # `ecomm-cdc query ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
+        return EXIT_RUNTIME
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import math
 import sys
 import textwrap
 import time
@@ -25,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import logs
+from . import formats, logs
 from .config import Config, ConfigError
 from .sinks import make_sink
 from .sinks.base import Sink, SinkError, SqlSession, TargetConfigError, Warehouse
@@ -94,19 +95,21 @@ def _connection(sink: Sink) -> Iterator[SqlSession]:
 # -- formatting ------------------------------------------------------------------------
 
 
-def _cell(value: Any, money: bool = False) -> Text:
+def _cell(value: Any, money: bool = False, plain: bool = False) -> Text:
+    """One value for a table; ``plain``: a year, month or id, no thousands separators."""
+    sep = "" if plain else ","
     if value is None:
         return Text("NULL", style="dim")
     if isinstance(value, bool):
         return Text(str(value))
     if isinstance(value, int):
-        return Text(f"{value:,}")
+        return Text(f"{value:{sep}}")
     if isinstance(value, Decimal | float):
         if money:
-            return Text(f"{value:,.2f}")
-        if value == int(value):  # the emulator returns SUM(INTEGER) as a float
-            return Text(f"{int(value):,}")
-        return Text(f"{value:,}")
+            return Text(f"{value:{sep}.2f}")
+        if math.isfinite(value) and value == int(value):  # the emulator: SUM(INTEGER) a float
+            return Text(f"{int(value):{sep}}")
+        return Text(f"{value:{sep}}")
     if isinstance(value, dt.datetime):
         return Text(value.isoformat(sep=" ", timespec="milliseconds"))
     return Text(str(value))
@@ -134,9 +137,21 @@ def _table(
     for i, name in enumerate(columns):
         right = _numeric([r[i] for r in rows])
         table.add_column(_header(name, wrap), justify="right" if right else "left", overflow="fold")
+    plain = [formats.plain_number(name) for name in columns]
     for r in rows:
-        table.add_row(*(_cell(v, columns[i] in money) for i, v in enumerate(r)))
+        table.add_row(*(_cell(v, columns[i] in money, plain[i]) for i, v in enumerate(r)))
     return table
+
+
+def _written(ns: argparse.Namespace, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bool:
+    """With ``--format csv`` or ``json``: the rows written to stdout, and nothing else."""
+    fmt = getattr(ns, "format", None) or "table"
+    if fmt == "table":
+        return False
+    write = formats.write_csv if fmt == "csv" else formats.write_json
+    write(sys.stdout, columns, rows)
+    sys.stdout.flush()
+    return True
 
 
 # -- the commands -----------------------------------------------------------------------
@@ -238,7 +253,8 @@ class _Local:
         return local, reads.tasks(self._session, local)
 
     def query(self, sql: str) -> reads.Rows:
-        return reads.query(self._session, sql, QUERY_ROWS)
+        local = self._sink.warehouse is Warehouse.LOCAL
+        return reads.query(self._session, sql, QUERY_ROWS, local=local)
 
     def verify(self, shard: str) -> verifying.Report:
         # On its own the target is quiet: refresh (and commit) the layers, then check.
@@ -289,6 +305,8 @@ def report(config: Config, ns: argparse.Namespace) -> int:
     """orders_aggregated, one row per month, one column per metric."""
     name, (running, found) = _read(config, lambda r: (isinstance(r, Remote), r.report()))
     names, rows = found.columns, found.rows
+    if _written(ns, names, rows):
+        return 0
     columns = ["month", *(n for n in names if n not in ("order_year", "order_month"))]
     y, m = names.index("order_year"), names.index("order_month")
     shaped = [
@@ -327,6 +345,8 @@ def tasks(config: Config, ns: argparse.Namespace) -> int:
         return 0
     _, (local, found) = _read(config, lambda r: r.tasks())
     columns, rows = found.columns, found.rows
+    if _written(ns, columns, rows):
+        return 0
     out = _console()
     if not rows:
         where = "while `ecomm-cdc run` runs, every CDC_REFRESH_INTERVAL seconds" if local else ""
@@ -363,8 +383,12 @@ def verify(config: Config, ns: argparse.Namespace) -> int:
 def query(config: Config, ns: argparse.Namespace) -> int:
     """Run one read-only query and print its result (inside a transaction that is rolled back)."""
     _, found = _read(config, lambda r: r.query(ns.sql))
+    more = f"first {QUERY_ROWS:,} rows (add a LIMIT)"
+    if _written(ns, found.columns, found.rows):
+        if found.more:  # stdout holds the data alone
+            print(f"ecomm-cdc: {more}", file=sys.stderr)
+        return 0
     out = _console()
     out.print(_table(found.columns, found.rows))
-    more = f"first {QUERY_ROWS:,} rows (add a LIMIT)"
     out.print(more if found.more else f"{len(found.rows):,} rows")
     return 0

@@ -143,7 +143,8 @@ def test_commands_read_a_running_service_and_writes_are_refused(
 
 
 def test_output_through_the_service_is_the_offline_output(tmp_path: Path) -> None:
-    """report, tasks and typed queries print the same through a running service as from the file."""
+    """report, tasks and typed queries print the same through a running service as from the file,
+    as tables, CSV and JSON alike."""
     db = tmp_path / "same.duckdb"
     done = cli(
         "run", "--events", "30000", "--seed", "7", "--start", START, "--duckdb-path", str(db)
@@ -163,6 +164,11 @@ def test_output_through_the_service_is_the_offline_output(tmp_path: Path) -> Non
         ("query", "SELECT * FROM cdc_task_history ORDER BY scheduled_time"),
         ("query", "SELECT 1::HUGEINT << 100 AS big, 1.5::DOUBLE AS f, DATE '2026-01-02' AS d, "
                   "INTERVAL 90 MINUTE AS i, 'x'::BLOB AS b, [1, 2] AS l, {'a': 1} AS s, NULL AS n"),
+        ("report", "--format", "csv"),
+        ("tasks", "--format", "json"),
+        ("query", "--format", "json", "SELECT CAST('123456789012345678901234567890' AS "
+                  "NUMBER(38, 0)) AS big, 12.30::NUMBER(10, 2) AS money, *, [1, 2] AS l "
+                  "FROM TABLE(INFORMATION_SCHEMA.TASK_HISTORY(TASK_NAME => 'refresh_orders_agg'))"),
     ]  # fmt: skip
     try:
         wait_for(lambda: discovery.find(db) is not None)
@@ -175,6 +181,7 @@ def test_output_through_the_service_is_the_offline_output(tmp_path: Path) -> Non
     for c, a, b in zip(commands, live, offline, strict=True):
         assert a.returncode == b.returncode == 0, (c, a.stderr, b.stderr)
         assert a.stdout == b.stdout, c
+    assert json.loads(live[-1].stdout)[0]["NAME"] == "REFRESH_ORDERS_AGG"
 
 
 HOLD = """

@@ -122,7 +122,7 @@ def add_routes(app: web.Application, watch: Watch, settings: Settings) -> None:
         if len(sql) > MAX_SQL:
             raise ConfigError("query", f"the SQL is longer than {MAX_SQL:,} characters")
         seconds = settings.query_timeout
-        work = watch.read(lambda s: reads.query(s, sql, reads.QUERY_ROWS, seconds))
+        work = watch.read(lambda s: reads.query(s, sql, reads.QUERY_ROWS, seconds, local))
         try:
             rows = await asyncio.wait_for(work, seconds + 5)  # DuckDB interrupts before this
         except TimeoutError:

@@ -5,11 +5,13 @@ running service calls the very same ones on a cursor of its own (see
 :mod:`service.watch.api`) and sends the result over HTTP. Either way the command
 renders the result with the same code, so the output is the same.
 
-Ad-hoc SQL is read-only by five locks, any one of which would refuse a write:
-sqlglot's parse (one query, no write anywhere in it), DuckDB's own parser (one
-statement, of type SELECT), a ``READ ONLY`` transaction that is rolled back,
-and a database opened with ``enable_external_access = false`` (no files, no
-network, no extensions from SQL). A row limit and a time limit bound its cost.
+Ad-hoc SQL is Snowflake's dialect on every target (:mod:`service.watch.dialect`
+translates it), and read-only by five locks, any one of which would refuse a
+write: sqlglot's parse (one query, no write anywhere in it; as written, and
+again once translated), DuckDB's own parser (one statement, of type SELECT), a
+``READ ONLY`` transaction that is rolled back, and a database opened with
+``enable_external_access = false`` (no files, no network, no extensions from
+SQL). A row limit and a time limit bound its cost.
 """
 
 from __future__ import annotations
@@ -20,35 +22,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlglot
-from sqlglot import exp
-
 from .. import logs
 from ..config import ConfigError
 from ..sinks.base import SinkError, SqlSession
-from ..warehouse import sqlfiles
 from ..warehouse.scheduler import history
+from . import dialect as dialects
 
 #: Rows a query returns at most (``more`` says when there were others).
 QUERY_ROWS = 1000
-_WRITES = (
-    exp.Insert,
-    exp.Update,
-    exp.Delete,
-    exp.Merge,
-    exp.Create,
-    exp.Drop,
-    exp.Alter,
-    exp.Command,
-    exp.Into,
-    exp.Copy,
-    exp.TruncateTable,
-    exp.Set,
-    exp.Use,
-    exp.Transaction,
-    exp.Commit,
-    exp.Rollback,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,21 +47,7 @@ class QueryTimeout(SinkError):
 
 def read_only(sql: str, dialect: str) -> str:
     """``sql`` if it is one read-only query in ``dialect``; else a ConfigError (exit 2)."""
-    try:
-        with sqlfiles.quiet_sqlglot():
-            parsed = [e for e in sqlglot.parse(sql, read=dialect) if e is not None]
-    except sqlglot.errors.SqlglotError as exc:
-        raise ConfigError("query", f"the SQL does not parse: {logs.one_line(exc)}") from None
-    if len(parsed) != 1:
-        raise ConfigError("query", f"give exactly one statement (got {len(parsed)})")
-    stmt = parsed[0]
-    write = stmt.find(*_WRITES)
-    if not isinstance(stmt, exp.Query) or write is not None:
-        found = write or stmt
-        kind = type(found).__name__.upper()
-        if isinstance(found, exp.Command | exp.Column):  # kept as raw text: name its keyword
-            kind = sql.split(maxsplit=1)[0].upper() if sql.split() else kind
-        raise ConfigError("query", f"only a read-only query (SELECT, WITH, UNION) runs; got {kind}")
+    dialects.parse_query(sql, dialect)
     return sql
 
 
@@ -91,24 +58,42 @@ def duck_cursor(session: SqlSession) -> Any:
     return session.con if isinstance(session, DuckSession) else None
 
 
-def checked(session: SqlSession, sql: str) -> str:
-    """``read_only``, and on DuckDB its own parser's word too: one statement, a SELECT."""
-    read_only(sql, session.dialect)
-    con = duck_cursor(session)
-    if con is not None:
-        import duckdb
+def checked(session: SqlSession, sql: str, local: bool | None = None) -> str:
+    """The statement to run for the user's ``sql`` (Snowflake's dialect, translated for the
+    target by :mod:`service.watch.dialect`), once it passed ``read_only`` in the target's own
+    dialect, and on DuckDB its own parser's word too: one statement, a SELECT.
 
-        try:
-            found = con.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise ConfigError("query", f"the SQL does not parse: {logs.one_line(exc)}") from None
-        kinds = [s.type.name for s in found]
-        if kinds != ["SELECT"]:
-            raise ConfigError(
-                "query",
-                f"only a read-only query (SELECT, WITH, UNION) runs; got {', '.join(kinds)}",
-            )
-    return sql
+    ``local``: the service plays the refresh task on this target (default: on DuckDB).
+    """
+    local = session.dialect == "duckdb" if local is None else local
+    run, translated = dialects.for_target(sql, session.dialect, local)
+    try:
+        read_only(run, session.dialect)
+        con = duck_cursor(session)
+        if con is not None:
+            _one_select(con, run)
+    except dialects.Unparsable as exc:
+        if translated:  # Snowflake SQL that came out as something the target cannot read
+            where = "DuckDB" if session.dialect == "duckdb" else "the emulator"
+            raise dialects.Untranslatable(where, "the SQL", exc.why) from None
+        raise
+    return run
+
+
+def _one_select(con: Any, sql: str) -> None:
+    """DuckDB's own parser: exactly one statement, of type SELECT."""
+    import duckdb
+
+    try:
+        found = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise dialects.Unparsable("duckdb", logs.one_line(exc)) from None
+    kinds = [s.type.name for s in found]
+    if kinds != ["SELECT"]:
+        raise ConfigError(
+            "query",
+            f"only a read-only query (SELECT, WITH, UNION) runs; got {', '.join(kinds)}",
+        )
 
 
 @contextlib.contextmanager
@@ -169,10 +154,17 @@ def _refusal(exc: BaseException) -> ConfigError | None:
 
 
 def query(
-    session: SqlSession, sql: str, limit: int = QUERY_ROWS, seconds: float | None = None
+    session: SqlSession,
+    sql: str,
+    limit: int = QUERY_ROWS,
+    seconds: float | None = None,
+    local: bool | None = None,
 ) -> Rows:
-    """One read-only query, at most ``limit`` rows, interrupted after ``seconds`` (DuckDB)."""
-    checked(session, sql)
+    """One read-only query, at most ``limit`` rows, interrupted after ``seconds`` (DuckDB).
+
+    ``sql`` is Snowflake's dialect on every target (see :func:`checked`).
+    """
+    sql = checked(session, sql, local)
     with _time_limit(session, seconds) as fired:
         try:
             with read_only_transaction(session):
