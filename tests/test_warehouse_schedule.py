@@ -160,7 +160,7 @@ def test_schedule_leaves_snowflake_to_its_task() -> None:
         name = "snowflake"
         warehouse = Warehouse.DYNAMIC
 
-        def connect_sql(self) -> Any:
+        def connect_sql(self, timeout: float | None = None) -> Any:
             raise AssertionError("no connection is needed")
 
     asyncio.run(asyncio.wait_for(scheduler.schedule(Remote(), 0.01, Metrics()), 1.0))

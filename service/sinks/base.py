@@ -179,10 +179,13 @@ class Sink(Protocol):
     def writer(self, worker: int) -> Writer:
         """A writer for one worker; called on the thread that will use it."""
 
-    def connect_sql(self) -> SqlSession:
+    def connect_sql(self, timeout: float | None = None) -> SqlSession:
         """A new session for ad-hoc SQL (init, refresh, report, query, verify).
 
-        Valid after ``open``; the caller closes it.
+        Valid after ``open``; the caller closes it. ``timeout``: where the target bounds a
+        session's statements itself (Snowflake: STATEMENT_TIMEOUT_IN_SECONDS), each ends
+        after that many seconds (the reads through the running service); elsewhere the
+        caller bounds them.
         """
 
     def run(self, fn: Callable[[SqlSession], T], doing: str, phase: Phase) -> T:

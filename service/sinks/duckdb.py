@@ -425,7 +425,7 @@ class DuckDBSink:
         with self._lock:
             return DuckDBWriter(self.con.cursor(), self.claim, self.memory_mb, self._checkpointer)
 
-    def connect_sql(self) -> DuckSession:
+    def connect_sql(self, timeout: float | None = None) -> DuckSession:
         with self._lock:
             return DuckSession(self.con.cursor())
 

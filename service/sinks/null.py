@@ -45,7 +45,7 @@ class NullSink:
     def writer(self, worker: int) -> Writer:
         return NullWriter()
 
-    def connect_sql(self) -> SqlSession:
+    def connect_sql(self, timeout: float | None = None) -> SqlSession:
         raise SinkError("the null target holds no data")
 
     def run(self, fn: Callable[[SqlSession], T], doing: str, phase: Phase) -> T:

@@ -140,7 +140,7 @@ class Watch:
         return await self.call(lambda: self._on_thread(fn, session))
 
     def _on_thread(self, fn: Callable[[SqlSession], T], given: SqlSession | None) -> T:
-        session = given or self.sink.connect_sql()
+        session = given or self.sink.connect_sql(timeout=self.settings.query_timeout)
         with self._lock:
             self._active.add(session)
         try:
@@ -241,7 +241,10 @@ class WarehouseView:
         local = self._watch.sink.warehouse is Warehouse.LOCAL
         try:
             if self._session is None:
-                self._session = await self._watch.call(self._watch.sink.connect_sql)
+                timeout = self._watch.settings.query_timeout
+                self._session = await self._watch.call(
+                    lambda: self._watch.sink.connect_sql(timeout=timeout)
+                )
             aggregated, tasks = await self._watch.read(
                 lambda s: (reads.aggregated(s), reads.tasks(s, local, 20)), self._session
             )

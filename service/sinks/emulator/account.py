@@ -22,6 +22,9 @@ Snowflake's documentation describes it (the pages named in quotes):
   at sign-in) cancels a statement that runs longer, with Snowflake's 000630. There
   is no lock wait to time out: DuckDB fails a conflicting write at once
   ("Conflict on update", an HTTP 500) where Snowflake waits up to ``LOCK_TIMEOUT``.
+  The connector's own cancel (an abort request after its network timeout) is not
+  played, as fakesnow does not: the emulator is a hundred times slower than
+  Snowflake per row, and would cancel statements Snowflake ends in a second.
 - **Dynamic tables.** ``CREATE DYNAMIC TABLE`` is recorded with its refresh mode:
   ``AUTO`` resolves once, at creation, to FULL where the SELECT list calls a
   current-time function and to INCREMENTAL otherwise; ``INCREMENTAL`` with such a

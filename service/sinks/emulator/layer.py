@@ -66,9 +66,6 @@ class Layer:
             if path.endswith("/query-request"):
                 await self._query(scope, await _read(receive), send)
                 return
-            if path.endswith("/abort-request"):
-                await self._abort(scope, await _read(receive), send)
-                return
         await self.app(scope, receive, send)
 
     async def _login(self, scope: Scope, body: bytes, send: Send) -> None:
@@ -122,17 +119,6 @@ class Layer:
             session.busy -= 1
             if not session.busy:
                 session.idle.set()
-
-    async def _abort(self, scope: Scope, body: bytes, send: Send) -> None:
-        """The connector cancelling its statement (its timeout): the statement stops, with
-        Snowflake's 000604, as a cancelled statement does there."""
-        session = self.account.sessions.get(_headers(scope).get("authorization", "")[17:-1])
-        if session is not None and session.busy:
-            session.aborted = True
-            conn = self.account.connection(session.token)
-            if conn is not None:
-                conn._duck_conn.interrupt()
-        await Sent.of({"data": None, "code": None, "message": None, "success": True}).replay(send)
 
     async def _timed(self, session: Session, scope: Scope, body: bytes) -> Sent:
         """The statement, cancelled past the session's STATEMENT_TIMEOUT_IN_SECONDS."""

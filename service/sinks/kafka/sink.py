@@ -359,7 +359,7 @@ class KafkaSink:
         identity = StreamIdentity.from_json(claim.identity)
         return KafkaWriter(self, producer, errors, claim, envelope.Source.of(identity, self.topic))
 
-    def connect_sql(self) -> SqlSession:
+    def connect_sql(self, timeout: float | None = None) -> SqlSession:
         raise SinkError(
             "kafka: the topic holds change events, not tables; `ecomm-cdc report`, `query` "
             "and `verify` fold it into a database of their own (docs/kafka.md)"

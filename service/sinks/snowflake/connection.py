@@ -8,7 +8,6 @@ for every target, and turned into ``%s`` here (:func:`pyformat`).
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -153,29 +152,25 @@ def signin_error(spec: ConnectionSpec, exc: BaseException) -> SinkError:
 class SnowSession:
     """A Snowflake connection as a :class:`SqlSession` (``?`` placeholders, pyformat).
 
-    ``timeout``: the connector cancels a statement after that many seconds, and gives up
-    retrying its request then (a read through the service sets it to CDC_QUERY_TIMEOUT).
-    Without it both happen after the network timeout (SNOWFLAKE_NETWORK_TIMEOUT), while the
-    session's STATEMENT_TIMEOUT_IN_SECONDS bounds the statement on the server, the client
-    alive or not.
+    Its statements are bounded by the session's STATEMENT_TIMEOUT_IN_SECONDS on the server,
+    whether the client is still there or not. (The connector also cancels a statement after
+    its network timeout, SNOWFLAKE_NETWORK_TIMEOUT, while it waits; a ``timeout`` passed to
+    it would also become its budget for re-sending a request, hiding faults from the retry
+    policy: none is passed.)
     """
 
     dialect: Dialect = "snowflake"
 
-    def __init__(
-        self, conn: SnowflakeConnection, *, autocommit: bool, timeout: float | None = None
-    ) -> None:
+    def __init__(self, conn: SnowflakeConnection, *, autocommit: bool) -> None:
         self.conn = conn
-        self.timeout = timeout
         self._autocommit = autocommit
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> SnowflakeCursor:
         cur = self.conn.cursor()
-        timeout = math.ceil(self.timeout) if self.timeout else None
         if params:
-            cur.execute(pyformat(sql), list(params), timeout=timeout)
+            cur.execute(pyformat(sql), list(params))
         else:
-            cur.execute(sql, timeout=timeout)
+            cur.execute(sql)
         return cur
 
     def changed(self, sql: str, params: Sequence[Any] = ()) -> int:

@@ -228,11 +228,13 @@ class SnowflakeSink:
             connect=connect,
         )
 
-    def connect_sql(self) -> SnowSession:
-        """A new session (autocommit, UTC, the database and schema selected)."""
+    def connect_sql(self, timeout: float | None = None) -> SnowSession:
+        """A new session (autocommit, UTC, the database and schema selected); ``timeout``
+        replaces the session's STATEMENT_TIMEOUT_IN_SECONDS (CDC_STATEMENT_TIMEOUT)."""
         spec = self.spec
         try:
-            return SnowSession(open_connection(spec, autocommit=True, tag="sql"), autocommit=True)
+            conn = open_connection(spec, autocommit=True, tag="sql", statement_timeout=timeout)
+            return SnowSession(conn, autocommit=True)
         except Exception as exc:
             raise signin_error(spec, exc) from None
 
