@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS cdc_sessions (
     session_id VARCHAR NOT NULL,
     writer VARCHAR,
     opened_at TIMESTAMP_NTZ NOT NULL,
+    role VARCHAR,  -- control (claims), worker (batches), snapshot
     CONSTRAINT pk_cdc_sessions PRIMARY KEY (shard, session_id)
 );
 

@@ -307,21 +307,36 @@ def _fenced(shard: str, epoch: int, now: Holder | None, batch: str) -> Fenced:
 # -- the writers' sessions (Snowflake) ---------------------------------------------------------
 
 
-def register_session(session: SqlSession, shard: str, session_id: str, writer: str) -> None:
+#: What a writer's session does: ``control`` claims the shard (and creates the tables),
+#: ``worker`` applies batches, ``snapshot`` saves the generator's state (autocommit).
+ROLES = ("control", "worker", "snapshot")
+
+
+def register_session(
+    session: SqlSession, shard: str, session_id: str, writer: str, role: str
+) -> None:
     """Record one of this writer's sessions (the caller commits, before the session writes)."""
     session.execute(  # once, however often it is sent (a reply lost, the attempt retried)
-        "INSERT INTO cdc_sessions (shard, session_id, writer, opened_at) SELECT ?, ?, ?, ? "
+        "INSERT INTO cdc_sessions (shard, session_id, writer, opened_at, role) "
+        "SELECT ?, ?, ?, ?, ? "
         "WHERE NOT EXISTS (SELECT 1 FROM cdc_sessions WHERE shard = ? AND session_id = ?)",
-        [shard, session_id, writer, clock.utc_now(), shard, session_id],
+        [shard, session_id, writer, clock.utc_now(), role, shard, session_id],
     )
 
 
-def others_sessions(session: SqlSession, shard: str, mine: Sequence[str]) -> dict[str, str]:
-    """The recorded sessions of the shard's other writers: session id -> writer."""
+def others_sessions(
+    session: SqlSession, shard: str, mine: Sequence[str], roles: Sequence[str] = ROLES
+) -> dict[str, str]:
+    """The recorded sessions of the shard's other writers in ``roles``: session id -> writer.
+    (A session recorded without a role is taken to be any.)"""
     rows = session.execute(
-        "SELECT session_id, writer FROM cdc_sessions WHERE shard = ?", [shard]
+        "SELECT session_id, writer, role FROM cdc_sessions WHERE shard = ?", [shard]
     ).fetchall()
-    return {str(sid): str(who) for sid, who in rows if str(sid) not in mine}
+    return {
+        str(sid): str(who)
+        for sid, who, role in rows
+        if str(sid) not in mine and (role is None or role in roles)
+    }
 
 
 def forget_sessions(session: SqlSession, shard: str, session_ids: Sequence[str]) -> None:

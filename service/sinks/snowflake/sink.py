@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import snowflake.connector
@@ -124,7 +124,7 @@ class SnowflakeSink:
         for sql in sqlfiles.statements(sqlfiles.TABLE_FILES, self.names, dialect="snowflake"):
             session.execute(sql)
 
-    def register(self, conn: SnowflakeConnection) -> None:
+    def register(self, conn: SnowflakeConnection, role: str) -> None:
         """Record a session that will write, and commit it, before it writes anything (a
         writer that takes the shard over ends what such a session left open: :mod:`.takeover`).
         """
@@ -135,16 +135,16 @@ class SnowflakeSink:
             if str(session_id) in self._mine:
                 return
         checkpoint.register_session(
-            SnowSession(conn, autocommit=False), self.shard, str(session_id), self._writer
+            SnowSession(conn, autocommit=False), self.shard, str(session_id), self._writer, role
         )
         conn.commit()
         with self._lock_mine:
             self._mine.add(str(session_id))
 
-    def _free(self, session: SnowSession) -> None:
+    def _free(self, session: SnowSession, roles: Sequence[str] = checkpoint.ROLES) -> None:
         with self._lock_mine:
             mine = set(self._mine)
-        free(session, self.shard, mine)
+        free(session, self.shard, mine, roles)
 
     def _control(self, fn: Callable[[SnowSession], T], doing: str, phase: Phase) -> T:
         """``fn(session)`` as one transaction on the control connection, reopened if it broke."""
@@ -182,19 +182,20 @@ class SnowflakeSink:
 
     def claim_stream(self, identity: str, partitions: int, reset: bool) -> Claim:
         """The claim of :mod:`service.pipeline.checkpoint`, each step after ending what the
-        shard's previous writers left open (:mod:`.takeover`): their locks would hold it."""
+        shard's previous writers left open that would hold it (:mod:`.takeover`): their
+        claims before the first step (a reset: everything), the rest once the epoch is up."""
         writer = self._writer
 
         def record(session: SnowSession) -> tuple[int, Holder | None]:
-            self.register(session.conn)  # before this session takes a lock
-            self._free(session)
+            self.register(session.conn, "control")  # before this session takes a lock
+            self._free(session, checkpoint.ROLES if reset else ("control",))
             return checkpoint.record(session, self.shard, identity, partitions, reset, writer)
 
         epoch, previous = self._control(record, "cannot record the stream", Phase.STREAM)
 
         def stamp(session: SnowSession) -> Claim:
-            self.register(session.conn)
-            self._free(session)
+            self.register(session.conn, "control")
+            self._free(session)  # the epoch is committed: an old batch can no longer commit
             return checkpoint.stamp(session, self.shard, epoch, previous)
 
         self._claim = self._control(stamp, "cannot take the shard over", Phase.STREAM)
@@ -211,7 +212,7 @@ class SnowflakeSink:
         def connect() -> SnowflakeConnection:
             conn = open_connection(spec, autocommit=False, tag=tag)
             try:
-                self.register(conn)
+                self.register(conn, "worker")
             except BaseException:
                 close_quietly(conn)
                 raise
@@ -248,7 +249,7 @@ class SnowflakeSink:
             )
             try:
                 if phase is Phase.STREAM and self._claim is not None:
-                    self.register(session.conn)  # it writes the stream's state (a snapshot)
+                    self.register(session.conn, "snapshot")  # it writes the stream's state
                 return fn(session)
             finally:
                 session.close()

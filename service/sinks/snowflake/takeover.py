@@ -10,15 +10,28 @@ So every session a writer opens to write is recorded first, in a transaction of 
 own (``cdc_sessions``: :func:`service.pipeline.checkpoint.register_session`), and a
 writer that claims the shard aborts the open transactions of the sessions the
 shard's other writers recorded (``SHOW TRANSACTIONS``, which lists the current
-user's; ``SYSTEM$ABORT_TRANSACTION``), before each step of its claim. Nothing they
-had not committed is lost: it is ahead of the checkpoint, and the new writer
-resumes from the checkpoints. A previous writer that is still alive (a second pod)
-finds its batch aborted, and stops at its next step: the claim has fenced it.
+user's; ``SYSTEM$ABORT_TRANSACTION``). Nothing they had not committed is lost: it is
+ahead of the checkpoint, and the new writer resumes from the checkpoints.
+
+The order matters, because the old writer may be alive (a second pod, a paused
+one). After an abort, the aborted session's next statement begins a new transaction
+(the emulator plays it so; Snowflake's pages do not say otherwise): a batch aborted
+between its INSERTs and its checkpoint UPDATE would commit the checkpoint without the
+rows, were the UPDATE's fence not already up. So a claim aborts the workers' (and
+snapshots') transactions only after its first step, which raises the shard's writer
+epoch, has committed: from then on every checkpoint UPDATE of the old writer changes
+nothing, and its batch rolls back. Before that first step it aborts only what the
+other writers' *control* sessions left open (a claim of a writer killed in the middle
+of it, whose locks would hold this one): a claim cut in two commits no rows and no
+checkpoint. (The test: tests/test_takeover.py, a batch held between its INSERTs and its
+checkpoint while the next writer claims.) ``--reset`` deletes the shard's rows and
+checkpoints in the first step: it aborts everything first, as what it deletes is all
+there is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from ... import logs
@@ -35,10 +48,15 @@ def open_transactions(session: SqlSession) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def free(session: SqlSession, shard: str, mine: Collection[str]) -> list[int]:
-    """Abort the open transactions of the shard's other writers' sessions and forget those
-    sessions (in the caller's transaction). Returns the transactions aborted."""
-    others = checkpoint.others_sessions(session, shard, sorted(mine))
+def free(
+    session: SqlSession, shard: str, mine: Collection[str], roles: Sequence[str] = checkpoint.ROLES
+) -> list[int]:
+    """Abort the open transactions of the shard's other writers' sessions in ``roles`` and
+    forget those sessions (in the caller's transaction). Returns the transactions aborted.
+
+    Only once this writer's epoch is committed may a worker's transaction be aborted: see
+    the module's docstring."""
+    others = checkpoint.others_sessions(session, shard, sorted(mine), roles)
     if not others:
         return []
     aborted = []
