@@ -341,9 +341,10 @@ def test_flash_sale_beyond_capacity_fills_the_queue_waits_then_drains(tmp_path: 
     behind; after the burst the backlog drains; verify passes."""
     flags = ("--workers", "1", "--batch-size", "100", "--flush-interval", "0.05", "--queue-size", "2000")  # fmt: skip
     capacity = _capacity(tmp_path / "c.duckdb", flags)
-    # The sale (10x) asks over 1.6x what the target absorbs; the base leaves the drain 5/6 of
-    # it, so a machine that slows down by half (another test process, a benchmark) still drains.
-    base = round(capacity / 6)
+    # The sale (10x) asks 2.5x what the target absorbed, the base a quarter of it: the machine
+    # may speed up by 2.5x (the sale still overflows) or slow down by 4x (the backlog still
+    # drains) between the measurement and the sale, under another test process or a benchmark.
+    base = round(capacity / 4)
     db, port = tmp_path / "f.duckdb", free_port()
     proc = spawn(
         "run", "--traffic", "flash-sale", "--rate", str(base), "--time-scale", "900",
