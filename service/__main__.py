@@ -184,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=3_000_000,
         help="events of the long run that checks RSS stays flat (0 = skip)",
     )
+    bench.add_argument(
+        "--bare-pairs",
+        type=int,
+        default=3,
+        help="runs of the DuckDB pipeline and of bare DuckDB doing the same work, alternating",
+    )
     bench.add_argument("--workdir", default=None, help="folder for the benchmark's DuckDB files")
     bench.add_argument(
         "--long",
@@ -195,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=30_000_000,
         help="--long: events of the memory run; the targets hold a third, 1/30 and 1/300 of it",
+    )
+    bench.add_argument(
+        "--long-memory-only",
+        action="store_true",
+        help="--long: the memory run alone (RSS per window, the refreshes), no targets",
     )
     bench.add_argument(
         "--long-memory-mb",

@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import psutil
+
 from . import logs, threads
 from .config import Config, ConfigError
 from .pipeline import checkpoint, resume
@@ -256,6 +258,8 @@ class Service:
             self.queues = [EventQueue(per_worker) for _ in range(s.workers)]
             self.state.ready = True
             await self._start_watching()
+            self.stats.streaming_since = time.monotonic()
+            self.stats.startup = _process_age()
             await self._supervise(stream, router)
             if not self._stopping.is_set():
                 # A bounded run ends with fresh reporting layers (a drain on SIGTERM
@@ -449,7 +453,7 @@ class Service:
 
     def _summary(self) -> None:
         st = self.stats
-        elapsed = st.elapsed()
+        elapsed, streaming = st.elapsed(), st.streaming()
         log.info(
             "pipeline.summary",
             generated={op.name.lower(): n for op, n in st.generated.items()},
@@ -462,9 +466,22 @@ class Service:
             batches=st.batches,
             elapsed_s=round(elapsed, 3),
             events_per_s=round(st.applied_total / max(elapsed, 1e-9)),
+            # Steady state apart from start-up: the interpreter, the imports, opening the
+            # target, resuming the stream (startup_s), and the final refresh (neither).
+            startup_s=None if st.startup is None else round(st.startup, 3),
+            streaming_s=round(streaming, 3),
+            streaming_events_per_s=round(st.applied_total / streaming) if streaming else None,
             producer_blocked_s=round(st.blocked_seconds, 3),
             stream_seq=self.stream.seq if self.stream else 0,
         )
+
+
+def _process_age() -> float | None:
+    """Seconds since this process was launched (the interpreter's start included)."""
+    try:
+        return time.time() - float(psutil.Process().create_time())
+    except psutil.Error:
+        return None
 
 
 class _Failed(Exception):

@@ -20,7 +20,7 @@
 -- * IF NOT EXISTS, not OR REPLACE: `ecomm-cdc init` and every start of `run` apply this
 --   file, and must leave a live dynamic table (and its refresh history) alone. A target
 --   made by an earlier version is found at start and `ecomm-cdc init --upgrade` recreates
---   its layers (service/warehouse/upgrade.py);
+--   its layers (service/warehouse/dynamic.py);
 -- * days_since_order counts UTC day boundaries: order_date holds UTC wall-clock time, and
 --   SYSDATE() is "now" in UTC, where the seed's CURRENT_TIMESTAMP() is in the session's
 --   time zone (so a day would turn at local midnight).

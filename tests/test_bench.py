@@ -18,6 +18,8 @@ def test_bench_prints_rates_ratio_and_rss(tmp_path: Path) -> None:
         "200",
         "--rss-events",
         "0",
+        "--bare-pairs",
+        "1",
         "--workdir",
         str(tmp_path),
         env={"COLUMNS": "200"},
@@ -32,6 +34,44 @@ def test_bench_prints_rates_ratio_and_rss(tmp_path: Path) -> None:
     assert re.search(
         r"queried every second / unqueried \(DuckDB, 20,000 events, 3 runs each\): [\d.]+", out
     )
+    # The steady null-sink figure, start-up apart, and the streaming columns of the runs.
+    assert re.search(
+        r"null sink, steady \(start-up excluded\): [\d,]+ ev/s \(start-up [\d.]+ s\)", out
+    )
+    for label in ("null sink", "duckdb"):
+        row = next(line for line in out.splitlines() if label in line)
+        assert re.search(r"│ +\d+ +│ +[\d.]+ +│ +[\d,]+ +│ +[\d.]+ +│?$", row.rstrip()), row
+
+
+def test_bench_bare_duckdb_line_has_its_ratio_and_the_same_rows(tmp_path: Path) -> None:
+    """The yardstick: bare DuckDB applies the pipeline's batches and ends with the pipeline's
+    rows (the digest is checked, and it tells a table one event short from the whole)."""
+    r = cli(
+        "bench", "--events", "20000", "--seed-way-events", "50", "--rss-events", "0",
+        "--bare-pairs", "2", "--workdir", str(tmp_path), env={"COLUMNS": "200"},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    pairs = re.findall(
+        r"pair \d: pipeline [\d,]+ ev/s streaming \([\d.]+ s\), bare DuckDB [\d,]+ ev/s "
+        r"\([\d.]+ s, (\d+) batches\): ([\d.]+); the same rows: (\w+) \(([\d,]+) rows",
+        r.stdout,
+    )
+    assert len(pairs) == 2, r.stdout
+    for batches, ratio, same, rows in pairs:
+        assert int(batches) >= 4 and float(ratio) > 0 and same == "yes"
+        assert 0 < int(rows.replace(",", "")) < 20_000
+    ratios = [float(p[1]) for p in pairs]
+    line = re.search(r"bare DuckDB doing the same work \(20,000 events, 2 pairs, median\): "
+                     r"([\d.]+)", r.stdout)  # fmt: skip
+    assert line is not None, r.stdout
+    assert abs(float(line.group(1)) - sum(ratios) / 2) < 0.011
+
+    from service.bench.bare import bare_duckdb
+
+    whole = bare_duckdb(20_000, tmp_path / "whole.duckdb", 7, "2026-01-01T00:00:00")
+    short = bare_duckdb(19_999, tmp_path / "short.duckdb", 7, "2026-01-01T00:00:00")
+    assert whole.digest != short.digest
+    assert whole.rows == int(pairs[0][3].replace(",", ""))
 
 
 def test_bench_long_prints_each_figure_at_two_ages(tmp_path: Path) -> None:

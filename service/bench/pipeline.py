@@ -72,10 +72,18 @@ class Measured:
     peak_rss_mb: float
     rss_by_events: list[tuple[int, float]] = field(default_factory=list)  # at throughput lines
     rss_at_end: float | None = None  # at the summary line, after the final refresh
+    streaming_s: float = 0.0  # the producer's start to the last commit (the summary's)
+    startup_s: float = 0.0  # launch to the producer's start
+    path: Path | None = None  # the run's DuckDB file
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
+
+    @property
+    def streaming_rate(self) -> float:
+        """Steady state: start-up and the final refresh excluded."""
+        return self.events / self.streaming_s if self.streaming_s else 0.0
 
 
 def run_pipeline(label: str, target: str, events: int, workdir: Path, *extra: str) -> Measured:
@@ -126,7 +134,15 @@ def run_pipeline(label: str, target: str, events: int, workdir: Path, *extra: st
         err = proc.stderr.read() if proc.stderr else ""
         raise SystemExit(f"bench: {label} failed (exit {proc.returncode}): {err.strip()[-500:]}")
     return Measured(
-        label, int(summary["applied_total"]), float(summary["elapsed_s"]), peak, by_events, at_end
+        label,
+        int(summary["applied_total"]),
+        float(summary["elapsed_s"]),
+        peak,
+        by_events,
+        at_end,
+        streaming_s=float(summary.get("streaming_s") or 0.0),
+        startup_s=float(summary.get("startup_s") or 0.0),
+        path=db,
     )
 
 
@@ -234,6 +250,45 @@ def queried_ratio(events: int, workdir: Path, console: Console, pairs: int = 3) 
     return ratio
 
 
+def bare_ratio(events: int, workdir: Path, console: Console, pairs: int = 3) -> float:
+    """The DuckDB pipeline over bare DuckDB doing the same work (:mod:`service.bench.bare`).
+
+    Alternating, ``pairs`` of each; the pipeline's steady rate (start-up and the
+    final refresh excluded, as bare DuckDB has neither) over bare DuckDB's, pair by
+    pair; the median of the pairs is the figure. Both must end with the same rows.
+    """
+    import statistics
+
+    from .bare import bare_duckdb, digest
+
+    ratios: list[float] = []
+    for i in range(pairs):
+        run = run_pipeline(f"duckdb pair {i}", "duckdb", events, workdir)
+        bare = bare_duckdb(events, workdir / f"bare_{i}.duckdb", SEED, START)
+        assert run.path is not None
+        with contextlib.closing(duckdb.connect(str(run.path), read_only=True)) as con:
+            rows, dig = digest(con)
+        same = (rows, dig) == (bare.rows, bare.digest)
+        ratios.append(run.streaming_rate / bare.rate)
+        console.print(
+            f"  pair {i}: pipeline {run.streaming_rate:,.0f} ev/s streaming "
+            f"({run.streaming_s:.2f} s), bare DuckDB {bare.rate:,.0f} ev/s ({bare.seconds:.2f} s, "
+            f"{bare.batches} batches): {ratios[-1]:.2f}; the same rows: "
+            f"{'yes' if same else 'NO'} ({rows:,} rows, digest {dig}"
+            + ("" if same else f" vs {bare.rows:,} rows, {bare.digest}")
+            + ")"
+        )
+        if not same:
+            raise SystemExit("bench: the pipeline and bare DuckDB ended with different rows")
+    ratio = statistics.median(ratios)
+    console.print(
+        f"DuckDB pipeline / bare DuckDB doing the same work ({events:,} events, {pairs} pairs, "
+        f"median): [bold]{ratio:.2f}[/] ({', '.join(f'{r:.2f}' for r in ratios)}); "
+        f"target >= 0.85: {'met' if ratio >= 0.85 else 'NOT met'}"
+    )
+    return ratio
+
+
 def main(ns: argparse.Namespace) -> int:
     console = Console()
     workdir = Path(ns.workdir) if ns.workdir else Path(tempfile.mkdtemp(prefix="ecomm-cdc-bench-"))
@@ -249,14 +304,33 @@ def main(ns: argparse.Namespace) -> int:
         seed_way(ns.seed_way_events, workdir),
     ]
     table = Table(title="throughput (one run)")
-    for col in ("what", "events", "seconds", "events/s", "peak RSS MB"):
+    for col in (
+        "what", "events", "seconds", "events/s", "peak RSS MB", "streaming s", "streaming ev/s",
+        "start-up s",
+    ):  # fmt: skip
         table.add_column(col, justify="right" if col != "what" else "left")
     for m in results:
+        streaming = (
+            (f"{m.streaming_s:.2f}", f"{m.streaming_rate:,.0f}", f"{m.startup_s:.2f}")
+            if m.streaming_s
+            else ("", "", "")
+        )
         table.add_row(
-            m.label, f"{m.events:,}", f"{m.seconds:.2f}", f"{m.rate:,.0f}", f"{m.peak_rss_mb:.0f}"
+            m.label,
+            f"{m.events:,}",
+            f"{m.seconds:.2f}",
+            f"{m.rate:,.0f}",
+            f"{m.peak_rss_mb:.0f}",
+            *streaming,
         )
     console.print(table)
     null, duck, seed = results
+    console.print(
+        f"null sink, steady (start-up excluded): [bold]{null.streaming_rate:,.0f}[/] ev/s "
+        f"(start-up {null.startup_s:.2f} s); target >= 1,000,000: "
+        f"{'met' if null.streaming_rate >= 1_000_000 else 'NOT met'}"
+    )
+    bare_ratio(n, workdir, console, ns.bare_pairs)
     console.print(f"batched DuckDB pipeline / seed's way: [bold]{duck.rate / seed.rate:,.0f}x[/]")
     console.print(
         f"targets: DuckDB >= 100,000 ev/s: {duck.rate:,.0f} "

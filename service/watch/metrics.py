@@ -33,6 +33,8 @@ class Stats:
     blocked_seconds: float = 0.0
     retries: int = 0
     last_commit: float = 0.0  # time.monotonic() of the last commit
+    streaming_since: float | None = None  # time.monotonic() when the producer started
+    startup: float | None = None  # seconds from the process's launch to the producer's start
 
     @property
     def generated_total(self) -> int:
@@ -44,6 +46,12 @@ class Stats:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def streaming(self) -> float:
+        """Seconds from the producer's start to the last commit (0: nothing streamed)."""
+        if self.streaming_since is None or self.last_commit < self.streaming_since:
+            return 0.0
+        return self.last_commit - self.streaming_since
 
     def record_batch(self, batch: Batch, retries: int) -> None:
         """A batch committed."""
