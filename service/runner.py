@@ -43,7 +43,7 @@ from .pipeline.simclock import iso
 from .sinks import make_sink
 from .sinks.base import Fenced, Sink, SinkError
 from .warehouse import layers, scheduler
-from .watch import discovery
+from .watch import discovery, memory
 from .watch.http import HttpServer
 from .watch.metrics import Metrics, Stats
 from .watch.watcher import Watch
@@ -436,8 +436,28 @@ class Service:
                 queue_depth=self.queue_depth(),
                 producer_blocked_s=round(self.stats.blocked_seconds, 3),
                 **self._traffic_fields(),
+                **memory.sample(),
+                **await self._duckdb_memory(),
             )
             last_applied, last_t = applied, now
+
+    async def _duckdb_memory(self) -> dict[str, float]:
+        """DuckDB's own account of its memory, on the embedded target (else nothing)."""
+        if self.sink.name != "duckdb":
+            return {}
+
+        def read() -> float | None:
+            session = self.sink.connect_sql()
+            try:
+                return memory.duckdb_mb(session)
+            finally:
+                session.close()
+
+        try:
+            mb = await threads.run(read, name="cdc-memory")
+        except Exception:
+            return {}
+        return {} if mb is None else {"duckdb_mb": mb}
 
     def _traffic_fields(self) -> dict[str, object]:
         """The profile's figures for the throughput line (none for steady, unpaced)."""

@@ -211,7 +211,7 @@ def test_dashboard_shows_the_run_live_without_console_errors(
             time.sleep(15)  # the 5-s average comes down to the target
         shot = tmp_path / "dashboard.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
-        if os.environ.get("ECOMM_CDC_SCREENSHOT"):  # for the README and docs/traffic.md: docs/flash-sale.png
+        if os.environ.get("ECOMM_CDC_SCREENSHOT"):  # docs/flash-sale.png, in the README
             shutil.copy(shot, os.environ["ECOMM_CDC_SCREENSHOT"])
         errors = [e for e in _console(browser) if e["level"] == "SEVERE"]
         assert not errors, errors

@@ -172,8 +172,18 @@ def memory(console: Console, workdir: Path, events: int, memory_mb: int | None) 
     windows: list[list[float]] = [[] for _ in range(WINDOWS)]
     for ev, rss in child.rss_by_events:
         windows[min(WINDOWS - 1, max(0, ev - 1) // width)].append(rss)
+    # Where the memory is, as the service reports it on each throughput line (medians).
+    parts = ("heap_in_use_mb", "heap_free_mb", "duckdb_mb", "arrow_mb", "python_blocks_k")
+    inside: list[dict[str, list[float]]] = [{k: [] for k in parts} for _ in range(WINDOWS)]
+    for rec in child.records:
+        if rec.get("event") == "pipeline.throughput":
+            at = inside[min(WINDOWS - 1, max(0, int(rec["generated"]) - 1) // width)]
+            for k in parts:
+                if isinstance(rec.get(k), int | float):
+                    at[k].append(float(rec[k]))
     table = Table(title=f"RSS per {width:,}-event window (MB, at throughput lines)")
-    for col in ("events", "samples", "median", "highest"):
+    for col in ("events", "samples", "RSS median", "RSS highest", "C heap in use",
+                "C heap free", "DuckDB", "Arrow", "Python blocks (k)"):  # fmt: skip
         table.add_column(col, justify="right")
     for i, w in enumerate(windows):
         table.add_row(
@@ -181,6 +191,7 @@ def memory(console: Console, workdir: Path, events: int, memory_mb: int | None) 
             str(len(w)),
             _fmt(statistics.median(w) if w else None, "", 0),
             _fmt(max(w, default=None), "", 0),
+            *(_fmt(statistics.median(v) if v else None, "", 0) for v in inside[i].values()),
         )
     console.print(table)
     early = windows[1] + windows[2]
