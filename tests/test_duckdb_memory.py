@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
+import duckdb
+import pytest
+
+from service.clock import utc_now
+from service.pipeline import checkpoint
 from service.pipeline.generator import replay
+from service.runner import Service, StageFailed
+from service.sinks import duckdb as duckdb_sink
 from service.sinks.duckdb import DuckDBSink, memory_limit_mb
 
-from .conftest import START, cli, identity
+from .conftest import START, cli, config, identity
 from .helpers import duckdb_checkpoints, duckdb_rows, expected_at_checkpoints
 
 
@@ -53,3 +62,49 @@ def test_running_out_of_memory_stops_cleanly_and_a_rerun_with_more_completes(
     done = cli(*args)
     assert done.returncode == 0, done.stderr
     assert duckdb_rows(db) == replay(identity(), 60_000)
+
+
+def test_a_commit_that_fails_but_leaves_its_checkpoint_is_applied_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB 2.0.1, out of memory at COMMIT ("Failed to commit: failed to pin block"), can
+    raise and still put the batch's checkpoint UPDATE in the file without its rows. Injected
+    here: one batch writes its checkpoints alone, commits, and its COMMIT raises. The run
+    fails, and the file still holds exactly what its checkpoints say; a rerun completes."""
+    db = tmp_path / "t.duckdb"
+    original_write, original_commit = duckdb_sink._write, duckdb_sink.DuckSession.commit
+    state = {"writes": 0, "fail": False}
+
+    def write(session: Any, claim: Any, batch: Any, table: Any, *, again: bool = False) -> None:
+        state["writes"] += 1
+        if again or state["writes"] != 7:
+            original_write(session, claim, batch, table, again=again)
+            return
+        sql, params = checkpoint.advance(claim.shard, claim.epoch, batch.checkpoints, utc_now())
+        session.changed(sql, params)  # the rows are lost, the checkpoint is not
+        state["fail"] = True
+
+    def commit(self: duckdb_sink.DuckSession) -> None:
+        original_commit(self)
+        if state["fail"]:
+            state["fail"] = False
+            raise duckdb.TransactionException("Failed to commit: failed to pin block (injected)")
+
+    monkeypatch.setattr(duckdb_sink, "_write", write)
+    monkeypatch.setattr(duckdb_sink.DuckSession, "commit", commit)
+    flags: dict[str, Any] = {
+        "events": 4000,
+        "duckdb_path": db,
+        "workers": 2,
+        "batch_size": 200,
+        "progress": False,
+    }
+    with pytest.raises(StageFailed):
+        asyncio.run(Service(config(**flags)).run())
+    assert state["writes"] >= 7
+    checkpoints = duckdb_checkpoints(db)
+    assert 0 < max(checkpoints.values()) < 4000
+    assert duckdb_rows(db) == expected_at_checkpoints(identity(), checkpoints)
+    monkeypatch.undo()
+    asyncio.run(Service(config(**flags)).run())
+    assert duckdb_rows(db) == replay(identity(), 4000)

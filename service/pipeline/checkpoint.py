@@ -260,11 +260,17 @@ def stamp(session: SqlSession, shard: str, epoch: int, previous: Holder | None) 
 
 
 def advance(
-    shard: str, epoch: int, checkpoints: Mapping[int, int], now: dt.datetime
+    shard: str,
+    epoch: int,
+    checkpoints: Mapping[int, int],
+    now: dt.datetime,
+    *,
+    again: bool = False,
 ) -> tuple[str, list[Any]]:
     """A batch's checkpoint UPDATE: forward only, and only while ``epoch`` holds the shard.
 
-    It must change one row per partition of the batch (see :func:`advanced`). It
+    It must change one row per partition of the batch (see :func:`advanced`); ``again``: a
+    batch applied a second time (its checkpoints may already read as its own). It
     writes ``writer_epoch`` too (to the value it already has): under snapshot
     isolation with per-column conflicts (DuckDB, and so the emulator) only a
     write of the column a claim writes makes the two collide, so that a batch
@@ -276,7 +282,8 @@ def advance(
         "writer_epoch = cdc_checkpoints.writer_epoch "
         f"FROM (VALUES {values}) AS v(partition_id, last_seq) "
         "WHERE cdc_checkpoints.shard = ? AND cdc_checkpoints.partition_id = v.partition_id "
-        "AND cdc_checkpoints.writer_epoch = ? AND cdc_checkpoints.last_seq < v.last_seq "
+        "AND cdc_checkpoints.writer_epoch = ? "
+        f"AND cdc_checkpoints.last_seq {'<=' if again else '<'} v.last_seq "
         "AND EXISTS (SELECT 1 FROM cdc_streams "
         "WHERE cdc_streams.shard = ? AND cdc_streams.writer_epoch = ?)"
     )

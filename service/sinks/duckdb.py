@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -218,6 +220,74 @@ def _refuse_foreign_tables(session: SqlSession, path: Path, setting: str) -> Non
     schema.check(session, str(path), setting)
 
 
+#: A batch applied again (see :class:`_Undecided`): every order it touches, its inserts too.
+_AGAIN = """
+DELETE FROM raw_orders
+WHERE order_id BETWEEN ? AND ?
+  AND order_id IN (SELECT order_id FROM cdc_batch)
+"""
+#: Attempts at a ROLLBACK that failed (out of memory: it may pass once a moment has freed some).
+_ROLLBACK_TRIES = 5
+
+
+def _write(
+    session: SqlSession, claim: Claim, batch: Batch, table: pa.Table, *, again: bool = False
+) -> None:
+    """A batch's statements in the open transaction, ``table`` registered as ``cdc_batch``.
+
+    ``again``: over whatever part of the batch the file may already hold, so every order it
+    touches is deleted first (its inserts too), and its checkpoints may read as its own.
+    """
+    sizes = batch.sizes()
+    ids = table.column("order_id")
+    gone = ids if again else ids.filter(pa.array(batch.rows.op != Op.INSERT))
+    if len(gone):
+        # The range of the ids as text (an 11-digit number sorts below a
+        # 10-digit one): the bounds of the strings, not of the numbers.
+        bounds = pc.min_max(gone)
+        session.execute(_AGAIN if again else _GONE, [bounds["min"].as_py(), bounds["max"].as_py()])
+    if sizes[Op.INSERT] or sizes[Op.UPDATE]:
+        session.execute(_ROWS)
+    session.execute(_TOUCHED)
+    sql, params = checkpoint.advance(
+        claim.shard, claim.epoch, batch.checkpoints, clock.utc_now(), again=again
+    )
+    changed = session.changed(sql, params)
+    checkpoint.advanced(session, claim.shard, claim.epoch, changed, len(batch.checkpoints))
+
+
+def _rolled_back(session: SqlSession) -> bool:
+    """ROLLBACK the open transaction; False when it could not be (out of memory each time)."""
+    for attempt in range(_ROLLBACK_TRIES):
+        try:
+            session.rollback()
+            return True
+        except duckdb.Error as exc:
+            if "no transaction is active" in str(exc):
+                return True  # the error being raised ended it
+            time.sleep(0.05 * (attempt + 1))
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Undecided:
+    """A batch whose COMMIT (or ROLLBACK) failed: what the file ends up holding of it is not
+    known until the database has been closed.
+
+    Seen with DuckDB 2.0.1 at a 32 MB limit: ``COMMIT`` fails ("Failed to commit: failed to
+    pin block"), the cursor has no transaction any more and other sessions read the batch
+    as rolled back, yet the transaction stays active inside DuckDB (its rows cannot be
+    deleted by another: "Conflict on tuple deletion!"; CHECKPOINT: "other write
+    transactions active"), and its checkpoint UPDATE reaches the file (through the WAL, or
+    the checkpoint at shutdown) without its rows: the next run would resume past rows that
+    were never written. So :meth:`DuckDBSink.close` applies such a batch again once the
+    database is closed, in a new one: idempotently, over whatever part of it the file holds.
+    """
+
+    batch: Batch
+    claim: Claim
+
+
 class DuckSession:
     """A DuckDB connection (or cursor) as a :class:`SqlSession`."""
 
@@ -279,11 +349,14 @@ class DuckDBWriter:
         claim: Claim,
         memory_mb: int = 0,
         checkpointer: _Checkpointer | None = None,
+        undecided: Callable[[_Undecided], None] | None = None,
     ) -> None:
         self._session = DuckSession(con)
         self._claim = claim
         self._memory_mb = memory_mb
         self._checkpointer = checkpointer
+        #: Where a batch whose outcome is unknown goes (the sink's close settles it).
+        self._undecided = undecided or (lambda _: None)
 
     def apply(self, batch: Batch) -> None:
         try:
@@ -299,28 +372,24 @@ class DuckDBWriter:
             raise
 
     def _apply(self, batch: Batch) -> None:
-        session, rows, claim = self._session, batch.rows, self._claim
-        sizes = batch.sizes()
+        session, rows = self._session, batch.rows
         table = batch_table(rows)
-        gone = table.column("order_id").filter(pa.array(rows.op != Op.INSERT))
         session.con.register("cdc_batch", table)
         try:
-            with transaction(session):
-                if len(gone):
-                    # The range of the ids as text (an 11-digit number sorts below a
-                    # 10-digit one): the bounds of the strings, not of the numbers.
-                    bounds = pc.min_max(gone)
-                    session.execute(_GONE, [bounds["min"].as_py(), bounds["max"].as_py()])
-                if sizes[Op.INSERT] or sizes[Op.UPDATE]:
-                    session.execute(_ROWS)
-                session.execute(_TOUCHED)
-                sql, params = checkpoint.advance(
-                    claim.shard, claim.epoch, batch.checkpoints, clock.utc_now()
-                )
-                changed = session.changed(sql, params)
-                checkpoint.advanced(
-                    session, claim.shard, claim.epoch, changed, len(batch.checkpoints)
-                )
+            session.begin()
+            try:
+                _write(session, self._claim, batch, table)
+            except BaseException:
+                if not _rolled_back(session):
+                    self._undecided(_Undecided(batch, self._claim))
+                raise
+            try:
+                session.commit()
+            except BaseException:
+                # Undecided: DuckDB 2.0 may keep a transaction whose COMMIT failed (out of
+                # memory) and put part of it in the file later (see _Undecided).
+                self._undecided(_Undecided(batch, self._claim))
+                raise
         finally:
             # Never in place of the error that is being raised (a cursor whose
             # ROLLBACK failed refuses even this).
@@ -359,6 +428,8 @@ class DuckDBSink:
         self._lock = threading.Lock()
         self._checkpointer = _Checkpointer(path)
         self._refreshing = 0  # refreshes running (the limit is raised while any is)
+        #: Batches whose COMMIT or ROLLBACK failed, applied again once the database is closed.
+        self._undecided: list[_Undecided] = []
 
     def open(self) -> None:
         path = self.path
@@ -429,7 +500,13 @@ class DuckDBSink:
     def writer(self, worker: int) -> DuckDBWriter:
         # A cursor is a connection of its own to the same database: one per worker thread.
         with self._lock:
-            return DuckDBWriter(self.con.cursor(), self.claim, self.memory_mb, self._checkpointer)
+            return DuckDBWriter(
+                self.con.cursor(),
+                self.claim,
+                self.memory_mb,
+                self._checkpointer,
+                self._undecided.append,
+            )
 
     def connect_sql(self, timeout: float | None = None) -> DuckSession:
         with self._lock:
@@ -470,3 +547,34 @@ class DuckDBSink:
                 self._con.execute("CHECKPOINT")  # leave a compact file, not a long WAL
             self._con.close()
             self._con = None
+        if self._undecided:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Apply the undecided batches again, in a database opened anew (the old one may
+        hold their transactions still): each one's rows and checkpoints, or raise."""
+        undecided, self._undecided = self._undecided, []
+        log = logs.get("sink")
+        try:
+            with contextlib.closing(self._connect(read_only=False)) as con:
+                con.execute("SET TimeZone = 'UTC'")  # no memory limit: a few batches
+                session = DuckSession(con)
+                for u in undecided:
+                    table = batch_table(u.batch.rows)
+                    con.register("cdc_batch", table)
+                    try:
+                        with transaction(session):
+                            _write(session, u.claim, u.batch, table, again=True)
+                    finally:
+                        con.unregister("cdc_batch")
+                    log.warning(
+                        "sink.batch_settled",
+                        last_seq=u.batch.last_seq,
+                        reason="its commit failed: applied again, rows and checkpoints",
+                    )
+                con.execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            raise SinkError(
+                f"{len(undecided)} batch(es) whose commit failed could not be applied again: "
+                f"{logs.one_line(exc)}; the file may hold checkpoints ahead of its rows"
+            ) from None
