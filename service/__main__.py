@@ -290,11 +290,15 @@ def _process_settings() -> None:
     """What this process sets once for all it runs (never a library's side effect).
 
     Arrow's default pool (mimalloc) kept ~30 MB more resident than the system
-    allocator for the same batches (peak RSS 280 vs 250 MB, 1M events).
+    allocator for the same batches (peak RSS 280 vs 250 MB, 1M events); glibc's mmap
+    threshold stays fixed (:func:`service.watch.memory.fix_mmap_threshold`).
     """
     import pyarrow as pa
 
+    from .watch import memory
+
     pa.set_memory_pool(pa.system_memory_pool())
+    memory.fix_mmap_threshold()
     retry.quiet_stamina()
     threading.excepthook = _thread_failed
 

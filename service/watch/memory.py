@@ -40,6 +40,23 @@ def _libc() -> Any:
 
 
 _LIBC = _libc()
+_M_MMAP_THRESHOLD = -3
+#: Allocations from this size up get pages of their own, returned to the system when freed.
+MMAP_THRESHOLD = 128 * 1024
+
+
+def fix_mmap_threshold() -> bool:
+    """Keep glibc's mmap threshold at 128 KiB (False where that cannot be set).
+
+    By default glibc raises the threshold each time a mapped block is freed (up to 32 MB),
+    after which DuckDB's 256 KiB blocks come from the arenas, and their holes stay with the
+    process: over 90M events the C heap's free-but-held memory grew from 31 to 57 MB
+    (most of the RSS climb). Fixed, a block's pages go back when it is freed: at 10M events
+    free-but-held stayed at 5-8 MB where it had reached 26 MB, RSS 245 MB where it was 275.
+    """
+    if _LIBC is None:
+        return False
+    return bool(_LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
 def sample() -> dict[str, float]:
