@@ -138,6 +138,11 @@ class Settings(BaseModel):
         le=1_048_576,
         description="DuckDB's memory limit in MB (default 48 + 4 per worker)",
     )
+    duckdb_reopen_events: int = Field(
+        5_000_000,
+        ge=0,
+        description="events after which the DuckDB file is closed and reopened (0: never)",
+    )
     shard: str = Field("0", description="this replica's shard: order ids are ORD-<shard>-<n>")
     partitions: int = Field(
         64, ge=1, le=4096, description="partitions of the stream (part of its identity)"

@@ -25,6 +25,7 @@ def make_sink(config: Config, observer: Observer | None = None) -> Sink:
             setting=config.name_of("duckdb_path"),
             workers=s.workers,
             memory_mb=s.duckdb_memory_mb,
+            reopen_events=s.duckdb_reopen_events,
         )
     if target == "snowflake":
         from .snowflake.sink import SnowflakeSink

@@ -340,6 +340,77 @@ class _Checkpointer:
             self._busy.release()
 
 
+#: Events committed after which the sink closes and reopens its database (see
+#: :meth:`DuckDBSink.reopen`): DuckDB keeps, for as long as the database is open, a record
+#: of every row this process deleted (an update is a delete and an insert); no CHECKPOINT
+#: frees it, closing does. 5M events: about 7 hours at 200 events/s, 30 s at the bench's pace.
+REOPEN_EVENTS = 5_000_000
+#: How long a reopen waits for the connections in use to be put down before giving up
+#: (for now: it tries again a tenth of REOPEN_EVENTS later).
+_REOPEN_WAIT = 2.0
+
+
+class _Gate:
+    """Shared holds (a batch, a session) and one exclusive turn (a reopen), which new holds
+    wait for while it is pending: bounded by the exclusive side's timeout."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._holds = 0
+        self._pending = False
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
+
+    def enter(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._pending)
+            self._holds += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._holds -= 1
+            self._cond.notify_all()
+
+    def exclusive(self, timeout: float) -> bool:
+        """True: no hold is left and none will start until :meth:`release`."""
+        with self._cond:
+            if self._pending:
+                return False
+            self._pending = True
+            if self._cond.wait_for(lambda: self._holds == 0, timeout):
+                return True
+            self._pending = False
+            self._cond.notify_all()
+            return False
+
+    def release(self) -> None:
+        with self._cond:
+            self._pending = False
+            self._cond.notify_all()
+
+
+class _HeldSession(DuckSession):
+    """A session that holds the sink's gate from its creation to its close."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, gate: _Gate) -> None:
+        super().__init__(con)
+        self._gate: _Gate | None = gate
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            gate, self._gate = self._gate, None
+            if gate is not None:
+                gate.leave()
+
+
 class DuckDBWriter:
     retries = 0  # a local file: nothing is retried
 
@@ -350,6 +421,7 @@ class DuckDBWriter:
         memory_mb: int = 0,
         checkpointer: _Checkpointer | None = None,
         undecided: Callable[[_Undecided], None] | None = None,
+        sink: DuckDBSink | None = None,
     ) -> None:
         self._session = DuckSession(con)
         self._claim = claim
@@ -357,8 +429,25 @@ class DuckDBWriter:
         self._checkpointer = checkpointer
         #: Where a batch whose outcome is unknown goes (the sink's close settles it).
         self._undecided = undecided or (lambda _: None)
+        #: The sink whose database may be reopened between batches (None: never).
+        self._sink = sink
+        self._generation = sink.generation if sink is not None else 0
 
     def apply(self, batch: Batch) -> None:
+        sink = self._sink
+        if sink is None:
+            self._checked(batch)
+            return
+        with sink.gate.hold():
+            if self._generation != sink.generation:  # the database was reopened
+                with contextlib.suppress(duckdb.Error):
+                    self._session.close()
+                self._session = DuckSession(sink.cursor())
+                self._generation = sink.generation
+            self._checked(batch)
+        sink.committed(sum(batch.counts.values()))
+
+    def _checked(self, batch: Batch) -> None:
         try:
             self._apply(batch)
         except duckdb.Error as exc:
@@ -416,6 +505,7 @@ class DuckDBSink:
         setting: str = "CDC_DUCKDB_PATH",
         workers: int = 4,
         memory_mb: int | None = None,
+        reopen_events: int | None = None,
     ) -> None:
         self.path = path
         self.shard = shard
@@ -430,6 +520,15 @@ class DuckDBSink:
         self._refreshing = 0  # refreshes running (the limit is raised while any is)
         #: Batches whose COMMIT or ROLLBACK failed, applied again once the database is closed.
         self._undecided: list[_Undecided] = []
+        #: Batches and sessions hold it; a reopen takes it alone.
+        self.gate = _Gate()
+        #: How many times the database was opened (writers take a new cursor when it moves).
+        self.generation = 0
+        self.reopen_events = REOPEN_EVENTS if reopen_events is None else reopen_events
+        self._cursors: list[duckdb.DuckDBPyConnection] = []  # the writers' (closed by a reopen)
+        self._since_open = 0  # events committed since the database was opened
+        self._next_reopen = self.reopen_events
+        self.reopened = 0
 
     def open(self) -> None:
         path = self.path
@@ -446,15 +545,18 @@ class DuckDBSink:
             # Look before touching: another program's database is refused unchanged.
             with contextlib.closing(self._connect(read_only=True)) as con:
                 _refuse_foreign_tables(DuckSession(con), path, self._setting)
-        con = self._con = self._connect(read_only=False)
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"SET checkpoint_threshold = '{_WAL_LIMIT // 2**20}MB'")
-        con.execute(f"SET memory_limit = '{int(self.memory_mb)}MB'")
+        con = self._con = self._configured(self._connect(read_only=False))
         with transaction(DuckSession(con)) as session:
             for stmt in sqlfiles.statements(sqlfiles.TABLE_FILES, self.names, dialect="duckdb"):
                 session.execute(stmt)
             for stmt in sqlfiles.local_ddl("duckdb"):  # the change log of the local refresh
                 session.execute(stmt)
+
+    def _configured(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET checkpoint_threshold = '{_WAL_LIMIT // 2**20}MB'")
+        con.execute(f"SET memory_limit = '{int(self.memory_mb)}MB'")
+        return con
 
     def _connect(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
         path = self.path
@@ -497,20 +599,33 @@ class DuckDBSink:
             raise SinkError("the DuckDB sink has no claim on its shard: claim_stream first")
         return self._claim
 
-    def writer(self, worker: int) -> DuckDBWriter:
-        # A cursor is a connection of its own to the same database: one per worker thread.
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A writer's cursor (a connection of its own to the same database), closed by a reopen."""
         with self._lock:
-            return DuckDBWriter(
-                self.con.cursor(),
-                self.claim,
-                self.memory_mb,
-                self._checkpointer,
-                self._undecided.append,
-            )
+            cur = self.con.cursor()
+            self._cursors.append(cur)
+            return cur
+
+    def writer(self, worker: int) -> DuckDBWriter:
+        # One cursor per worker thread.
+        return DuckDBWriter(
+            self.cursor(),
+            self.claim,
+            self.memory_mb,
+            self._checkpointer,
+            self._undecided.append,
+            self,
+        )
 
     def connect_sql(self, timeout: float | None = None) -> DuckSession:
-        with self._lock:
-            return DuckSession(self.con.cursor())
+        """A session on a cursor of its own; the database is not reopened while it is open."""
+        self.gate.enter()
+        try:
+            with self._lock:
+                return _HeldSession(self.con.cursor(), self.gate)
+        except BaseException:
+            self.gate.leave()
+            raise
 
     def run(self, fn: Callable[[SqlSession], T], doing: str, phase: Phase) -> T:
         """A local file: nothing to retry. A refresh runs with :data:`REFRESH_HEADROOM_MB`
@@ -518,10 +633,55 @@ class DuckDBSink:
         from ..retry import Phase
 
         with contextlib.ExitStack() as stack:
+            session = stack.enter_context(contextlib.closing(self.connect_sql()))
             if phase is Phase.REFRESH:
                 stack.enter_context(self._headroom())
-            session = stack.enter_context(contextlib.closing(self.connect_sql()))
             return fn(session)
+
+    def committed(self, events: int) -> None:
+        """A writer's batch committed: reopen the database once REOPEN_EVENTS have been."""
+        with self._lock:
+            self._since_open += events
+            due = self.reopen_events > 0 and self._since_open >= self._next_reopen
+        if due:
+            self.reopen()
+
+    def reopen(self) -> bool:
+        """Close the database and open it again, between batches, to give back what DuckDB
+        keeps for an open database (see :data:`REOPEN_EVENTS`). Waits up to _REOPEN_WAIT for
+        the batches and sessions in flight to end (new ones wait for it); gives up otherwise
+        (a refresh or a long query holds a session), and tries again later. True: reopened."""
+        log = logs.get("sink")
+        if self._refreshing or self._undecided or not self.gate.exclusive(_REOPEN_WAIT):
+            with self._lock:
+                self._next_reopen = self._since_open + max(1, self.reopen_events // 10)
+            log.debug("sink.reopen_postponed", events_since_open=self._since_open)
+            return False
+        try:
+            t0 = time.perf_counter()
+            with self._lock:
+                for cur in self._cursors:
+                    with contextlib.suppress(duckdb.Error):
+                        cur.close()
+                self._cursors.clear()
+                con, self._con = self.con, None
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("CHECKPOINT")
+                con.close()
+                self._con = self._configured(self._connect(read_only=False))
+                self.generation += 1
+                self.reopened += 1
+                events, self._since_open = self._since_open, 0
+                self._next_reopen = self.reopen_events
+            log.info(
+                "sink.reopened",
+                events_since_open=events,
+                seconds=round(time.perf_counter() - t0, 3),
+                reason="DuckDB frees what it keeps of an open database's deletes only on close",
+            )
+            return True
+        finally:
+            self.gate.release()
 
     @contextlib.contextmanager
     def _headroom(self) -> Iterator[None]:
