@@ -73,7 +73,8 @@ def test_a_commit_that_fails_but_leaves_its_checkpoint_is_applied_again(
     fails, and the file still holds exactly what its checkpoints say; a rerun completes."""
     db = tmp_path / "t.duckdb"
     original_write, original_commit = duckdb_sink._write, duckdb_sink.DuckSession.commit
-    state = {"writes": 0, "fail": False}
+    # The session whose batch was cut: its own COMMIT raises (another worker's may come first).
+    state: dict[str, Any] = {"writes": 0, "fail": None}
 
     def write(session: Any, claim: Any, batch: Any, table: Any, *, again: bool = False) -> None:
         state["writes"] += 1
@@ -82,12 +83,12 @@ def test_a_commit_that_fails_but_leaves_its_checkpoint_is_applied_again(
             return
         sql, params = checkpoint.advance(claim.shard, claim.epoch, batch.checkpoints, utc_now())
         session.changed(sql, params)  # the rows are lost, the checkpoint is not
-        state["fail"] = True
+        state["fail"] = session
 
     def commit(self: duckdb_sink.DuckSession) -> None:
         original_commit(self)
-        if state["fail"]:
-            state["fail"] = False
+        if state["fail"] is self:
+            state["fail"] = None
             raise duckdb.TransactionException("Failed to commit: failed to pin block (injected)")
 
     monkeypatch.setattr(duckdb_sink, "_write", write)
