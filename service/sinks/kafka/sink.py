@@ -409,13 +409,14 @@ class KafkaWriter:
         deadline = time.monotonic() + self._give_up
         while True:
             try:
-                self._transaction(records)
+                self._produce(records)
+                self._commit(deadline)
                 return
             except ck.KafkaException as exc:
                 err = clients.error_of(exc)
                 self._settle(err, deadline)
 
-    def _transaction(self, records: list[tuple[int, bytes, bytes | None, int]]) -> None:
+    def _produce(self, records: list[tuple[int, bytes, bytes | None, int]]) -> None:
         p, topic, n = self._producer, self._topic, self._n
         p.begin_transaction()
         produce = p.produce
@@ -430,7 +431,24 @@ class KafkaWriter:
                     break
                 except BufferError:  # librdkafka's queue is full: let it send
                     p.poll(0.05)
-        p.commit_transaction(self._timeout)
+
+    def _commit(self, deadline: float) -> None:
+        """Commit the open transaction. A retriable failure (a timeout, say) leaves it in
+        doubt, so the commit itself is asked again (librdkafka: "retry call to resume"),
+        never the batch: a new transaction could write the batch a second time."""
+        while True:
+            try:
+                self._producer.commit_transaction(self._timeout)
+                return
+            except ck.KafkaException as exc:
+                err = clients.error_of(exc)
+                if err is None or not err.retriable() or err.txn_requires_abort():
+                    raise
+                if err.code() in clients.FENCED or time.monotonic() > deadline:
+                    raise
+                self._still_ours(err)
+                self.retries += 1
+                log.warning("sink.retry", target="kafka", error=err.str(), retries=self.retries)
 
     def _settle(self, err: ck.KafkaError | None, deadline: float) -> None:
         """After a failed transaction: stop (fenced, fatal, out of time) or get ready to retry."""
@@ -439,6 +457,7 @@ class KafkaWriter:
             raise self._fenced()
         if err is None or err.fatal() or time.monotonic() > deadline:
             raise clients.failure(s, err, "a batch's transaction failed", self._errors)
+        self._still_ours(err)
         self.retries += 1
         log.warning("sink.retry", target="kafka", error=err.str(), retries=self.retries)
         if err.txn_requires_abort():
@@ -449,6 +468,17 @@ class KafkaWriter:
                 if again is not None and again.code() in clients.FENCED:
                     raise self._fenced() from None
         time.sleep(min(1.0, 0.05 * self.retries))
+
+    def _still_ours(self, err: ck.KafkaError) -> None:
+        """Before retrying: has a newer writer claimed the shard? The broker fences this
+        producer, but a fenced commit can come back as a timeout rather than as
+        PRODUCER_FENCED (seen on Tansu); the claim on the state topic says it either way."""
+        try:
+            claim = self._sink.read_claim()
+        except SinkError:
+            return  # the brokers do not answer: the retry will tell
+        if claim is not None and claim.epoch > self._claim.epoch:
+            raise self._fenced()
 
     def _fenced(self) -> Fenced:
         epoch = self._claim.epoch
