@@ -22,13 +22,12 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..pipeline import checkpoint
-from ..pipeline.events import Op
 from ..pipeline.generator import GeneratorSettings, OrderStream, StreamIdentity
 from ..pipeline.net_effect import net_effect
 from ..pipeline.router import partitions_of, worker_of
@@ -58,10 +57,8 @@ class Bare:
 @dataclass
 class _Prepared:
     table: pa.Table
-    low: str | None  # the range of the ids the batch deletes (None: it deletes none)
-    high: str | None
+    statements: list[tuple[str, list[Any]]]  # the sink's own (duckdb.row_statements)
     checkpoints: dict[int, int]
-    inserts_or_updates: bool
 
 
 def digest(con: object) -> tuple[int, str]:
@@ -94,17 +91,7 @@ def _batches(
                 continue
             batch = batches[i]
             table = duck.batch_table(batch.rows)
-            gone = table.column("order_id").filter(pa.array(batch.rows.op != Op.INSERT))
-            low = high = None
-            if len(gone):
-                bounds = pc.min_max(gone)
-                low, high = bounds["min"].as_py(), bounds["max"].as_py()
-            sizes = batch.sizes()
-            out.append(
-                _Prepared(
-                    table, low, high, batch.checkpoints, bool(sizes[Op.INSERT] or sizes[Op.UPDATE])
-                )
-            )
+            out.append(_Prepared(table, duck.row_statements(batch, table), batch.checkpoints))
     return out
 
 
@@ -133,10 +120,8 @@ def bare_duckdb(
         for b in prepared:
             con.register("cdc_batch", b.table)
             con.execute("BEGIN TRANSACTION")
-            if b.low is not None:
-                con.execute(duck._GONE, [b.low, b.high])
-            if b.inserts_or_updates:
-                con.execute(duck._ROWS)
+            for sql, params in b.statements:
+                con.execute(sql, params)
             sql, params = checkpoint.advance(claim.shard, claim.epoch, b.checkpoints, now)
             con.execute(sql, params)
             con.execute("COMMIT")
