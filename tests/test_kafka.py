@@ -154,8 +154,9 @@ def test_a_second_writer_fences_the_first(broker: str, tmp_path: Path) -> None:
 
     The older is paused over the takeover, not left running through it: on Tansu a produce
     request still in flight when the shard is taken over can be accepted with the fenced
-    epoch and committed by the new writer's first transaction (Kafka rejects it: the fence's
-    abort marker carries the new epoch). docs/kafka.md, "Tansu is not Kafka"."""
+    epoch, and reads as committed once the new writer's first transaction there commits
+    (Kafka refuses it: the fence's abort marker carries the new epoch). docs/kafka.md,
+    "A produce in flight at the takeover"."""
     env = _topic(broker)
     events = 40_000
     args = ["run", "--seed", "7", "--start", START, "--events", str(events), "--no-progress"]
