@@ -141,7 +141,7 @@ class Faulty(DuckDBWriter):
 
 class Sink(DuckDBSink):
     def writer(self, worker):
-        return Faulty(self.con.cursor(), self.claim)
+        return Faulty(self)
 
 service.runner.make_sink = lambda config, observer=None: Sink(config.settings.duckdb_path)
 sys.exit(cli.main(sys.argv[1:]))

@@ -427,30 +427,16 @@ class _HeldSession(DuckSession):
 class DuckDBWriter:
     retries = 0  # a local file: nothing is retried
 
-    def __init__(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        claim: Claim,
-        memory_mb: int = 0,
-        checkpointer: _Checkpointer | None = None,
-        undecided: Callable[[_Undecided], None] | None = None,
-        sink: DuckDBSink | None = None,
-    ) -> None:
-        self._session = DuckSession(con)
-        self._claim = claim
-        self._memory_mb = memory_mb
-        self._checkpointer = checkpointer
-        #: Where a batch whose outcome is unknown goes (the sink's close settles it).
-        self._undecided = undecided or (lambda _: None)
-        #: The sink whose database may be reopened between batches (None: never).
+    def __init__(self, sink: DuckDBSink) -> None:
+        #: The sink whose database may be reopened between batches: its claim, its limits,
+        #: where a batch whose outcome is unknown goes (the sink's close settles it).
         self._sink = sink
-        self._generation = sink.generation if sink is not None else 0
+        self._claim = sink.claim
+        self._generation = sink.generation
+        self._session = DuckSession(sink.cursor())  # one cursor per worker thread
 
     def apply(self, batch: Batch) -> None:
         sink = self._sink
-        if sink is None:
-            self._checked(batch)
-            return
         with sink.gate.hold():
             if self._generation != sink.generation:  # the database was reopened
                 with contextlib.suppress(duckdb.Error):
@@ -468,7 +454,7 @@ class DuckDBWriter:
             # OutOfMemoryException, a commit that "failed to pin block", ...).
             if _out_of_memory(exc):
                 raise SinkError(
-                    f"DuckDB ran out of its {self._memory_mb} MB memory limit "
+                    f"DuckDB ran out of its {self._sink.memory_mb} MB memory limit "
                     f"(CDC_DUCKDB_MEMORY_MB raises it): {logs.one_line(exc)}"
                 ) from None
             raise
@@ -483,22 +469,21 @@ class DuckDBWriter:
                 _write(session, self._claim, batch, table)
             except BaseException:
                 if not _rolled_back(session):
-                    self._undecided(_Undecided(batch, self._claim))
+                    self._sink.undecided(_Undecided(batch, self._claim))
                 raise
             try:
                 session.commit()
             except BaseException:
                 # Undecided: DuckDB 2.0 may keep a transaction whose COMMIT failed (out of
                 # memory) and put part of it in the file later (see _Undecided).
-                self._undecided(_Undecided(batch, self._claim))
+                self._sink.undecided(_Undecided(batch, self._claim))
                 raise
         finally:
             # Never in place of the error that is being raised (a cursor whose
             # ROLLBACK failed refuses even this).
             with contextlib.suppress(duckdb.Error):
                 session.con.unregister("cdc_batch")
-        if self._checkpointer is not None:
-            self._checkpointer.after_commit(session.con)
+        self._sink.checkpointer.after_commit(session.con)
 
     def close(self) -> None:
         self._session.close()
@@ -529,7 +514,7 @@ class DuckDBSink:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._claim: Claim | None = None
         self._lock = threading.Lock()
-        self._checkpointer = _Checkpointer(path)
+        self.checkpointer = _Checkpointer(path)
         self._refreshing = 0  # refreshes running (the limit is raised while any is)
         #: Batches whose COMMIT or ROLLBACK failed, applied again once the database is closed.
         self._undecided: list[_Undecided] = []
@@ -620,15 +605,12 @@ class DuckDBSink:
             return cur
 
     def writer(self, worker: int) -> DuckDBWriter:
-        # One cursor per worker thread.
-        return DuckDBWriter(
-            self.cursor(),
-            self.claim,
-            self.memory_mb,
-            self._checkpointer,
-            self._undecided.append,
-            self,
-        )
+        return DuckDBWriter(self)
+
+    def undecided(self, batch: _Undecided) -> None:
+        """A writer's batch whose COMMIT (or ROLLBACK) failed: settled by :meth:`close`."""
+        with self._lock:
+            self._undecided.append(batch)
 
     def connect_sql(self, timeout: float | None = None) -> DuckSession:
         """A session on a cursor of its own; the database is not reopened while it is open."""
