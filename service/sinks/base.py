@@ -161,6 +161,10 @@ class Sink(Protocol):
     warehouse: Warehouse
     #: The names rendered into ``sql/`` (validated identifiers).
     names: Names
+    #: Whether a reader keeps its SQL session between reads: yes where opening one costs (a
+    #: login); no where an open one is in the way (the DuckDB sink reopens its database only
+    #: while no session holds it: ``CDC_DUCKDB_REOPEN_EVENTS``).
+    keep_sessions: bool
 
     def open(self) -> None:
         """Connect and create what is missing (idempotent)."""

@@ -494,6 +494,7 @@ class DuckDBSink:
 
     name = "duckdb"
     warehouse = Warehouse.LOCAL
+    keep_sessions = False  # a session costs nothing to open; a held one postpones a reopen
     names = Names()
 
     def __init__(

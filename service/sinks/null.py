@@ -28,6 +28,7 @@ class NullWriter:
 class NullSink:
     name = "null"
     warehouse = Warehouse.NONE
+    keep_sessions = True
     names = Names()
 
     def __init__(self, shard: str = "0") -> None:

@@ -257,9 +257,7 @@ class WarehouseView:
             return
         self.aggregated, self.tasks, self.error = aggregated, tasks, None
         self.read_at = time.time()
-        if self._watch.sink.name == "duckdb":
-            # A DuckDB session costs nothing to open, and one left open would keep the
-            # DuckDB sink from reopening its database (sinks/duckdb.py: REOPEN_EVENTS).
+        if not self._watch.sink.keep_sessions:
             await asyncio.to_thread(self.close)
         self.last_refresh = last_success(tasks) or self.last_refresh
 

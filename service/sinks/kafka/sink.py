@@ -131,6 +131,7 @@ class KafkaSink:
     name = "kafka"
     #: No tables and no layers: the commands fold the topic into a database of their own.
     warehouse = Warehouse.NONE
+    keep_sessions = True
     names = Names()
 
     def __init__(self, config: Config) -> None:

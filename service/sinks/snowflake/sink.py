@@ -41,6 +41,7 @@ class SnowflakeSink:
 
     name = "snowflake"
     warehouse = Warehouse.DYNAMIC
+    keep_sessions = True  # a session is a login
 
     def __init__(
         self,
