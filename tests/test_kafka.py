@@ -180,6 +180,38 @@ def test_a_second_writer_fences_the_first(broker: str, tmp_path: Path) -> None:
     assert cli("verify", env=env).returncode == 0
 
 
+def test_a_broker_silent_for_seconds_leaves_commits_in_doubt_that_are_asked_again(
+    tmp_path: Path,
+) -> None:
+    """The broker stops answering for 6 s (SIGSTOP: its connections stay open, nothing comes
+    back) with CDC_KAFKA_TIMEOUT=2: the commits in flight time out, in doubt. Each is asked
+    again, not started over: the run ends by itself (exit 0) and the topic holds every change
+    once. Before 2f6c2f7 the writers restarted their batches, librdkafka refused ("Conflicting
+    commit_transaction API call"), and the run hung for CDC_RETRY_TIMEOUT (600 s)."""
+    tansu = Tansu()  # of its own: it is paused
+    try:
+        env = {**_topic(tansu.address), "CDC_KAFKA_TIMEOUT": "2"}
+        events = 30_000
+        args = ["run", "--seed", "7", "--start", START, "--events", str(events), "--no-progress"]
+        run = spawn(*args, "--rate", "4000", "--batch-size", "300", "--log-level", "debug", env=env)
+        _wait_commits(run, 5)
+        tansu.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(6)
+        finally:
+            tansu.proc.send_signal(signal.SIGCONT)
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+        retries = [json.loads(x) for x in out.splitlines() if '"sink.retry"' in x]
+        assert retries, "the pause left no commit in doubt"
+        assert err.strip() == ""
+        records = _read(tansu.address, env["CDC_KAFKA_TOPIC"])
+        assert _fold(records) == _clean_duckdb(tmp_path, events)
+        assert cli("verify", env=env).returncode == 0
+    finally:
+        tansu.stop()
+
+
 def test_envelope_on_the_topic(broker: str) -> None:
     """On the topic: an insert is op c with before null; an update carries the previous
     image in before; a delete is op d with after null, then a tombstone with its key."""
