@@ -447,9 +447,10 @@ class KafkaWriter:
                     raise
                 if err.code() in clients.FENCED or time.monotonic() > deadline:
                     raise
-                self._still_ours(err)
+                self._still_ours()
                 self.retries += 1
                 log.warning("sink.retry", target="kafka", error=err.str(), retries=self.retries)
+                time.sleep(min(1.0, 0.05 * self.retries))
 
     def _settle(self, err: ck.KafkaError | None, deadline: float) -> None:
         """After a failed transaction: stop (fenced, fatal, out of time) or get ready to retry."""
@@ -458,7 +459,7 @@ class KafkaWriter:
             raise self._fenced()
         if err is None or err.fatal() or time.monotonic() > deadline:
             raise clients.failure(s, err, "a batch's transaction failed", self._errors)
-        self._still_ours(err)
+        self._still_ours()
         self.retries += 1
         log.warning("sink.retry", target="kafka", error=err.str(), retries=self.retries)
         if err.txn_requires_abort():
@@ -470,7 +471,7 @@ class KafkaWriter:
                     raise self._fenced() from None
         time.sleep(min(1.0, 0.05 * self.retries))
 
-    def _still_ours(self, err: ck.KafkaError) -> None:
+    def _still_ours(self) -> None:
         """Before retrying: has a newer writer claimed the shard? The broker fences this
         producer, but a fenced commit can come back as a timeout rather than as
         PRODUCER_FENCED (seen on Tansu); the claim on the state topic says it either way."""
