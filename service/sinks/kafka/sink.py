@@ -447,9 +447,7 @@ class KafkaWriter:
                     raise
                 if err.code() in clients.FENCED or time.monotonic() > deadline:
                     raise
-                self._still_ours()
-                self.retries += 1
-                log.warning("sink.retry", target="kafka", error=err.str(), retries=self.retries)
+                self._retrying(err)
                 time.sleep(min(1.0, 0.05 * self.retries))
 
     def _settle(self, err: ck.KafkaError | None, deadline: float) -> None:
@@ -459,9 +457,7 @@ class KafkaWriter:
             raise self._fenced()
         if err is None or err.fatal() or time.monotonic() > deadline:
             raise clients.failure(s, err, "a batch's transaction failed", self._errors)
-        self._still_ours()
-        self.retries += 1
-        log.warning("sink.retry", target="kafka", error=err.str(), retries=self.retries)
+        self._retrying(err)
         if err.txn_requires_abort():
             try:
                 self._producer.abort_transaction(self._timeout)
@@ -471,16 +467,19 @@ class KafkaWriter:
                     raise self._fenced() from None
         time.sleep(min(1.0, 0.05 * self.retries))
 
-    def _still_ours(self) -> None:
-        """Before retrying: has a newer writer claimed the shard? The broker fences this
-        producer, but a fenced commit can come back as a timeout rather than as
-        PRODUCER_FENCED (seen on Tansu); the claim on the state topic says it either way."""
+    def _retrying(self, err: ck.KafkaError) -> None:
+        """Before a retry (of a commit or of a batch): stop if a newer writer has claimed the
+        shard, else count it and say so. The broker fences this producer, but a fenced
+        commit can come back as a timeout rather than as PRODUCER_FENCED (seen on Tansu);
+        the claim on the state topic says it either way."""
         try:
             claim = self._sink.read_claim()
         except SinkError:
-            return  # the brokers do not answer: the retry will tell
+            claim = None  # the brokers do not answer: the retry will tell
         if claim is not None and claim.epoch > self._claim.epoch:
             raise self._fenced()
+        self.retries += 1
+        log.warning("sink.retry", target="kafka", error=err.str(), retries=self.retries)
 
     def _fenced(self) -> Fenced:
         epoch = self._claim.epoch
