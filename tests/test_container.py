@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from .test_lifecycle import free_port
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1500)]
 
@@ -126,13 +127,6 @@ def volume(podman: Podman) -> Iterator[str]:
 def _inspect(podman: Podman, image: str) -> dict[str, Any]:
     data: list[dict[str, Any]] = json.loads(podman("image", "inspect", image).stdout)
     return data[0]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -265,7 +259,7 @@ print(json.dumps({
 def test_service_ready_metrics_and_sigterm_exit_0(podman: Podman, image: str) -> None:
     """Run as is: probes, metrics, the dashboard, `query` via the service; SIGTERM exits 0."""
     name = f"ecomm-cdc-test-{uuid.uuid4().hex[:8]}"
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
     podman(

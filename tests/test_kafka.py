@@ -271,7 +271,7 @@ def _one_line_exit(done: subprocess.CompletedProcess[str], code: int, *words: st
 def test_unreachable_brokers_are_one_line_within_the_timeout() -> None:
     """Nothing listening at the bootstrap address: exit 1, one line naming the setting,
     within the connection timeout."""
-    from service.bench.kafka import free_port
+    from .test_lifecycle import free_port
 
     env = {"CDC_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", "CDC_KAFKA_TIMEOUT": "3"}
     t0 = time.monotonic()

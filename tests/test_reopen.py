@@ -4,7 +4,6 @@ batches: what DuckDB keeps of an open database's deletes goes back, nothing is l
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,12 +14,7 @@ from service.watch import memory
 
 from .conftest import START, cli, identity
 from .helpers import duckdb_rows
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from .test_lifecycle import free_port
 
 
 def test_reopened_every_20000_events_beside_refreshes_and_reads_the_table_is_the_replay(
@@ -34,7 +28,7 @@ def test_reopened_every_20000_events_beside_refreshes_and_reads_the_table_is_the
         "run", "--events", "200000", "--seed", "7", "--start", START, "--duckdb-path", str(db),
         "--no-progress", "--batch-size", "1000",
         env={"CDC_DUCKDB_REOPEN_EVENTS": "20000", "CDC_REFRESH_INTERVAL": "0.5",
-             "CDC_HTTP_PORT": str(_free_port()), "CDC_LOG_LEVEL": "debug"},
+             "CDC_HTTP_PORT": str(free_port()), "CDC_LOG_LEVEL": "debug"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr + done.stdout[-2000:]
     records = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
